@@ -1,0 +1,199 @@
+"""Unsupervised structural segmentation by Laplacian structural decomposition.
+
+McFee & Ellis, "Analyzing song structure with spectral clustering", ISMIR 2014; follows librosa's
+gallery example "Laplacian segmentation" using librosa / scipy / scikit-learn building blocks.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import scipy.linalg
+import scipy.ndimage
+import scipy.sparse.csgraph
+from sklearn.cluster import KMeans
+
+__all__ = ["Segment", "beat_sync", "laplacian_segments"]
+
+_FALLBACK_HOP_S = 0.5  # window length used when no usable beat grid is given
+_MIN_BEATS_GRID = 4  # fewer beats than this -> fixed windows
+_MIN_BEATS = 8  # fewer beat-synchronous frames than this -> single segment
+_REC_WIDTH = 3  # recurrence_matrix width (suppress links to the +-width-1 neighbouring beats)
+_TIMELAG_SIZE = (1, 7)  # median filter size in the time-lag domain
+_EVEC_SMOOTH = 9  # median filter length (beats) applied to the eigenvectors
+_EIGEN_FLOOR = 0.1  # eigenvalue floor for k selection, relative to the max_k-th eigenvalue
+_RANDOM_STATE = 0
+_EPS = 1e-10
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A structural section [start_s, end_s) with its section-type label."""
+
+    start_s: float
+    end_s: float
+    label: str  # "A", "B", ... in order of first appearance; repeated sections share a label
+
+
+def beat_sync(
+    features: np.ndarray, frame_times: np.ndarray, beat_times: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregate frame features (n_frames, d) between beats (median, librosa.util.sync).
+
+    Returns (beat_features (n_beats, d), beat_start_times (n_beats,)). With beat_times None or fewer than
+    4 beats, falls back to fixed ~0.5 s windows. frame_times must be increasing.
+    """
+    feats = np.asarray(features, dtype=np.float64)
+    times = np.asarray(frame_times, dtype=np.float64).ravel()
+    if feats.ndim != 2 or feats.shape[0] != times.shape[0]:
+        raise ValueError(f"features {feats.shape} must be (n_frames, d) matching frame_times {times.shape}")
+    n = feats.shape[0]
+    if n == 0:
+        return np.empty((0, feats.shape[1])), np.empty(0)
+    beats = None if beat_times is None else np.asarray(beat_times, dtype=np.float64).ravel()
+    if beats is not None:
+        beats = beats[np.isfinite(beats)]
+    if beats is None or beats.size < _MIN_BEATS_GRID:
+        beats = np.arange(times[0], times[-1], _FALLBACK_HOP_S)
+    bounds = librosa.util.fix_frames(np.searchsorted(times, np.sort(beats)), x_min=0, x_max=n, pad=True)
+    synced = librosa.util.sync(feats.T, bounds, aggregate=np.median, pad=True)
+    return synced.T, times[bounds[:-1]]
+
+
+def laplacian_segments(
+    features: np.ndarray,
+    frame_times: np.ndarray,
+    duration_s: float,
+    beat_times: np.ndarray | None = None,
+    *,
+    n_sections: int | None = None,
+    max_sections: int = 8,
+    min_segment_s: float = 2.0,
+) -> list[Segment]:
+    """Segment a track into labelled sections covering [0, duration_s] exactly.
+
+    features: (n_frames, d), e.g. log-CQT frames (rows = time); frame_times: (n_frames,) seconds.
+    n_sections None picks k in 2..max_sections by the largest eigengap of the normalised Laplacian.
+    Segments shorter than min_segment_s are merged into a neighbour. Too short or degenerate (constant)
+    input gives [Segment(0, duration_s, "A")]. Raises ValueError if duration_s is not positive.
+    """
+    duration = float(duration_s)
+    if not np.isfinite(duration) or duration <= 0:
+        raise ValueError(f"duration_s must be positive and finite, got {duration_s}")
+    single = [Segment(0.0, duration, "A")]
+    beat_feats, beat_starts = beat_sync(_finite(features), frame_times, beat_times)
+    keep = beat_starts < duration
+    beat_feats, beat_starts = beat_feats[keep], beat_starts[keep]
+    n = beat_feats.shape[0]
+    if n < _MIN_BEATS or (n_sections is not None and n_sections < 2):
+        return single
+    spread = np.ptp(beat_feats, axis=0).max()
+    if spread <= 1e-6 * (1.0 + np.abs(beat_feats).max()):
+        return single
+    labels = _cluster_beats(beat_feats, n_sections, max_sections)
+    if labels is None:
+        return single
+    return _to_segments(labels, beat_starts, duration, min_segment_s)
+
+
+def _finite(features: np.ndarray) -> np.ndarray:
+    """Replace non-finite entries (e.g. log(0) = -inf) by the smallest finite value (0 if none)."""
+    feats = np.asarray(features, dtype=np.float64)
+    ok = np.isfinite(feats)
+    if ok.all():
+        return feats
+    return np.where(ok, feats, feats[ok].min() if ok.any() else 0.0)
+
+
+def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> np.ndarray | None:
+    """Per-beat section-type ids from the Laplacian decomposition; None if the graph is degenerate."""
+    n = x.shape[0]
+    width = min(_REC_WIDTH, (n - 1) // 2 - 1)
+    rec = librosa.segment.recurrence_matrix(x.T, width=width, mode="affinity", sym=True)
+    rec = np.nan_to_num(rec, nan=0.0, posinf=0.0, neginf=0.0)
+    rec_f = librosa.segment.timelag_filter(scipy.ndimage.median_filter)(rec, size=_TIMELAG_SIZE)
+    rec_f = 0.5 * (rec_f + rec_f.T)  # the filter's edge handling breaks symmetry near the borders
+
+    # Local (sequence) graph: adjacent beats weighted by feature similarity.
+    path_dist = np.sum(np.diff(x, axis=0) ** 2, axis=1)
+    sigma = np.median(path_dist)
+    if sigma <= 0:
+        sigma = path_dist.mean() if path_dist.mean() > 0 else 1.0
+    path_sim = np.exp(-path_dist / sigma)
+    rec_path = np.diag(path_sim, k=1) + np.diag(path_sim, k=-1)
+
+    # Balance the two graphs so that both contribute equally to node degrees (mu* of McFee & Ellis).
+    deg_path, deg_rec = rec_path.sum(axis=1), rec_f.sum(axis=1)
+    if deg_rec.sum() <= _EPS:
+        return None
+    mu = deg_path.dot(deg_path + deg_rec) / np.sum((deg_path + deg_rec) ** 2)
+    graph = mu * rec_f + (1 - mu) * rec_path
+
+    max_k = max(2, min(max_sections, n - 1))
+    n_eig = min(n, max_k + 1)
+    lap = scipy.sparse.csgraph.laplacian(graph, normed=True)
+    evals, evecs = scipy.linalg.eigh(lap, subset_by_index=[0, n_eig - 1])
+    k = _choose_k(evals, max_k) if n_sections is None else min(int(n_sections), n_eig)
+    evecs = scipy.ndimage.median_filter(evecs, size=(_EVEC_SMOOTH, 1))
+    norm = np.cumsum(evecs**2, axis=1) ** 0.5
+    emb = evecs[:, :k] / np.maximum(norm[:, k - 1 : k], _EPS)
+    return KMeans(n_clusters=k, n_init=10, random_state=_RANDOM_STATE).fit_predict(emb)
+
+
+def _choose_k(evals: np.ndarray, max_k: int) -> int:
+    """k in 2..max_k at the largest log-eigengap, i.e. the largest ratio evals[k] / evals[k - 1].
+
+    Eigenvalues (ascending) are floored at a fraction of evals[max_k] so that numerically-zero ones
+    (disconnected sections) do not produce arbitrary ratios.
+    """
+    lam = evals[: max_k + 1]
+    log_lam = np.log(np.maximum(lam, max(_EIGEN_FLOOR * lam[-1], _EPS)))
+    return 2 + int(np.argmax(np.diff(log_lam[1:])))  # diff[i] = log(lam[i + 2] / lam[i + 1])
+
+
+def _to_segments(
+    labels: np.ndarray, beat_starts: np.ndarray, duration: float, min_segment_s: float
+) -> list[Segment]:
+    """Turn per-beat ids into covering segments, merge short ones, relabel by first appearance."""
+    first = np.r_[0, 1 + np.flatnonzero(labels[1:] != labels[:-1])]
+    starts = beat_starts[first].astype(np.float64)
+    starts[0] = 0.0
+    bounds = np.r_[starts, duration]
+    segs = [[float(a), float(b), int(lab)] for a, b, lab in zip(bounds[:-1], bounds[1:], labels[first])]
+    segs = _merge_same_label(segs)
+    while len(segs) > 1:
+        lengths = np.array([b - a for a, b, _ in segs])
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_segment_s and lengths[i] > 0:
+            break
+        # Absorb the short segment into its longer neighbour.
+        if i == 0 or (i < len(segs) - 1 and lengths[i + 1] > lengths[i - 1]):
+            segs[i + 1][0] = segs[i][0]
+        else:
+            segs[i - 1][1] = segs[i][1]
+        del segs[i]
+        segs = _merge_same_label(segs)
+    names: dict[int, str] = {}
+    for _, _, lab in segs:
+        names.setdefault(lab, _label_name(len(names)))
+    return [Segment(a, b, names[lab]) for a, b, lab in segs]
+
+
+def _merge_same_label(segs: list[list]) -> list[list]:
+    """Fuse adjacent segments that carry the same label."""
+    out = [list(segs[0])]
+    for seg in segs[1:]:
+        if seg[2] == out[-1][2]:
+            out[-1][1] = seg[1]
+        else:
+            out.append(list(seg))
+    return out
+
+
+def _label_name(i: int) -> str:
+    """0 -> "A", 25 -> "Z", 26 -> "A1", ..."""
+    letter = string.ascii_uppercase[i % 26]
+    return letter if i < 26 else f"{letter}{i // 26}"

@@ -1,0 +1,35 @@
+"""Bulk Hamming-distance k-nearest-neighbour search over packed binary codes with faiss."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+
+class HammingIndex:
+    """Exact Hamming kNN over packed codes (uint8 rows, bits = 8 * row width), faiss IndexBinaryFlat."""
+
+    def __init__(self, codes: np.ndarray):
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if codes.ndim != 2:
+            raise ValueError(f"codes must be a 2-D uint8 array, got shape {codes.shape}")
+        self.n_bits = codes.shape[1] * 8
+        self.index = faiss.IndexBinaryFlat(self.n_bits)
+        if len(codes):
+            self.index.add(codes)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (distances (q, k') int32, indices (q, k') int64) with k' = min(k, len(self)).
+
+        Ties are ordered by database position, so results are deterministic.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.uint8)
+        k = min(k, len(self))
+        if k == 0 or len(queries) == 0:
+            return np.zeros((len(queries), 0), np.int32), np.zeros((len(queries), 0), np.int64)
+        distances, indices = self.index.search(queries, k)
+        order = np.lexsort((indices, distances), axis=1)
+        return np.take_along_axis(distances, order, 1), np.take_along_axis(indices, order, 1)

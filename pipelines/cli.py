@@ -1,0 +1,128 @@
+"""The `mirmatch` command line: run, query, demo, train."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--top-k", type=int, default=5, help="matches kept per MIDI file (default 5)")
+    parser.add_argument("--candidates", type=int, default=100,
+                        help="audio candidates per MIDI file kept by the Hamming search (default 100)")
+    parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mirmatch", description="Match MIDI files to audio recordings, cluster versions, segment tracks.",
+        epilog="Options not listed here (--runner, --direct_num_workers, --project, ...) go to Beam.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the whole pipeline and write the Parquet tables",
+                         description="Run every stage on the inputs and write the tables under --out. "
+                                     "Unknown options are passed to Beam (e.g. --runner DataflowRunner).")
+    run.add_argument("--audio", action="append", required=True, metavar="PATTERN",
+                     help="audio files: a glob (local or gs://) or @manifest.txt; repeatable")
+    run.add_argument("--midi", action="append", required=True, metavar="PATTERN",
+                     help="MIDI files: a glob or @manifest.txt; repeatable")
+    run.add_argument("--out", required=True, help="output folder (local or gs://)")
+    _run_args(run)
+
+    query = sub.add_parser("query", help="run SQL over the output tables with DuckDB",
+                           description="Each table (tracks, matches, alignments, clusters, segments, errors) "
+                                       "is a view by name.")
+    query.add_argument("dir", help="output folder of a run")
+    query.add_argument("sql", help='e.g. "SELECT * FROM matches WHERE is_match"')
+    query.add_argument("--max-rows", type=int, default=100, help="rows to print (0 = all)")
+
+    demo = sub.add_parser("demo", help="build the demo corpus if needed and run the pipeline on it",
+                          description="Builds a corpus of MIDI files from Debian packages and corrupted "
+                                      "renderings of some of them, runs `mirmatch run`, prints a summary.")
+    demo.add_argument("--corpus", default=".cache/demo-corpus", help="where the corpus is built")
+    demo.add_argument("--out", default="demo-out", help="output folder")
+    demo.add_argument("--n-midi", type=int, default=24)
+    demo.add_argument("--n-matched", type=int, default=16)
+    demo.add_argument("--n-distractors", type=int, default=8)
+    demo.add_argument("--max-duration", type=float, default=60.0, help="seconds kept of each piece")
+    _run_args(demo)
+
+    train = sub.add_parser("train", help="train the learned encoders (not available yet)",
+                           description="Training the learned hash encoders is not available in this release; "
+                                       "the pipeline uses the random-projection baseline.")
+    train.add_argument("--out", help="where to write the weights")
+    return parser
+
+
+def _quiet_beam(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("mirmatch").setLevel(logging.INFO)
+    if not verbose:
+        for name in ("apache_beam", "root"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger().setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from pipelines.pipeline import RunConfig, run
+
+    cfg = RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k,
+                    n_candidates=args.candidates, model=args.model, beam_args=beam_args)
+    print(f"mirmatch: running on {args.out} ...", file=sys.stderr, flush=True)
+    counters = run(cfg)
+    print("mirmatch: done " + json.dumps(counters), file=sys.stderr)
+    return counters
+
+
+def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
+    from encoders.corpus import build_demo_corpus
+    from pipelines.demo import summarise
+
+    print(f"mirmatch demo: corpus in {args.corpus}", file=sys.stderr, flush=True)
+    truth = build_demo_corpus(args.corpus, n_midi=args.n_midi, n_matched=args.n_matched,
+                              n_distractors=args.n_distractors, max_duration_s=args.max_duration)
+    args.audio = [str(Path(args.corpus) / "audio" / "*")]
+    args.midi = [str(Path(args.corpus) / "midi" / "*.mid")]
+    _run(args, beam_args)
+    text, _ = summarise(args.out, truth)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if args.command in ("query", "train") and beam_args:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    _quiet_beam(getattr(args, "verbose", False))
+    try:
+        if args.command == "run":
+            _run(args, beam_args)
+        elif args.command == "demo":
+            _demo(args, beam_args)
+        elif args.command == "query":
+            from pipelines.query import query
+
+            print(query(args.dir, args.sql, args.max_rows))
+        elif args.command == "train":
+            print("mirmatch train: learned encoders are not available in this release; the pipeline uses "
+                  "the random-projection hashes (--model random-projection[:SEED])", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("mirmatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"mirmatch: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Shared fixtures: a tiny real corpus (Debian MIDI files, fluidsynth renderings) and one pipeline run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> dict:
+    """4 MIDI files, 3 corrupted renderings of them and 2 distractors, 30 s each at most."""
+    from encoders.corpus import build_demo_corpus
+
+    root = Path(os.environ.get("MIRMATCH_TEST_CACHE", REPO / ".cache" / "test-corpus"))
+    truth = build_demo_corpus(root, n_midi=4, n_matched=3, n_distractors=2, max_duration_s=30.0,
+                              min_duration_s=20.0, progress=False)
+    truth["root"] = str(root)
+    return truth
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory) -> dict[str, list[str]]:
+    """A corrupt MIDI file, a zero-byte file and a non-audio file given as audio, and a missing path."""
+    d = tmp_path_factory.mktemp("bad")
+    corrupt = d / "corrupt.mid"
+    corrupt.write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff\xff\xff" + os.urandom(64))
+    empty = d / "empty.wav"
+    empty.write_bytes(b"")
+    text = d / "notes.wav"
+    text.write_text("this is a text file, not a recording\n" * 20)
+    return {"midi": [str(corrupt)], "audio": [str(empty), str(text)]}
+
+
+def read_table(out: str | Path, table: str) -> list[dict]:
+    files = sorted(Path(out).glob(f"{table}/**/*.parquet"))
+    rows = []
+    for f in files:
+        rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+@pytest.fixture(scope="session")
+def pipeline_out(tiny_corpus, bad_inputs, tmp_path_factory) -> Path:
+    """The output folder of one real `mirmatch run` on the DirectRunner over the tiny corpus + bad inputs."""
+    from pipelines.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "out"
+    root = tiny_corpus["root"]
+    argv = ["run", "--audio", f"{root}/audio/*", "--midi", f"{root}/midi/*.mid", "--out", str(out)]
+    for path in bad_inputs["audio"]:
+        argv += ["--audio", path]
+    for path in bad_inputs["midi"]:
+        argv += ["--midi", path]
+    assert main(argv) == 0
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

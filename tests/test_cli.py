@@ -1,0 +1,47 @@
+"""The command line: help, errors, query."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.query import query
+
+
+@pytest.mark.parametrize("command", ["run", "query", "demo", "train"])
+def test_every_subcommand_answers_help(command):
+    proc = subprocess.run([sys.executable, "-m", "pipelines", command, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "usage: mirmatch" in proc.stdout
+
+
+def test_run_without_inputs_fails_with_one_line(tmp_path, capsys):
+    code = main(["run", "--audio", str(tmp_path / "none*.wav"), "--midi", str(tmp_path / "none*.mid"),
+                 "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("mirmatch: error:") and "no input files" in err[-1]
+
+
+def test_query_tables_by_name(pipeline_out):
+    text = query(str(pipeline_out), "SELECT status, count(*) AS n FROM tracks GROUP BY status ORDER BY status")
+    assert "error" in text and "ok" in text
+    text = query(str(pipeline_out), "SELECT count(*) AS n FROM matches m JOIN tracks t ON m.midi_id = t.track_id")
+    assert "n" in text
+
+
+def test_query_missing_folder(tmp_path, capsys):
+    assert main(["query", str(tmp_path), "SELECT 1"]) == 1
+    assert "no mirmatch tables" in capsys.readouterr().err
+
+
+def test_manifest_input(pipeline_out, tiny_corpus, tmp_path):
+    from tests.conftest import read_table
+
+    manifest = tmp_path / "audio.txt"
+    manifest.write_text("# audio files\n" + "\n".join(tiny_corpus["audio"][:2]) + "\n\n")
+    out = tmp_path / "out"
+    assert main(["run", "--audio", f"@{manifest}", "--midi", tiny_corpus["midi"][0], "--out", str(out)]) == 0
+    assert len(read_table(out, "tracks")) == 3

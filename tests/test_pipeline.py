@@ -1,0 +1,131 @@
+"""End to end: the real Beam pipeline on the DirectRunner over a tiny corpus with bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import SHARED, read_table
+
+
+def n_inputs(tiny_corpus, bad_inputs) -> int:
+    return len(tiny_corpus["audio"]) + len(tiny_corpus["midi"]) + sum(len(v) for v in bad_inputs.values())
+
+
+def test_every_input_in_tracks_once(pipeline_out, tiny_corpus, bad_inputs):
+    tracks = read_table(pipeline_out, "tracks")
+    uris = [t["uri"] for t in tracks]
+    assert len(uris) == len(set(uris)) == n_inputs(tiny_corpus, bad_inputs)
+    status = {t["uri"]: t["status"] for t in tracks}
+    for uri in bad_inputs["audio"] + bad_inputs["midi"]:
+        assert status[uri] == "error"
+    assert sum(s == "ok" for s in status.values()) == len(tiny_corpus["audio"]) + len(tiny_corpus["midi"])
+    ok = [t for t in tracks if t["status"] == "ok"]
+    assert all(len(t["track_id"]) == 32 and t["duration_s"] > 10 for t in ok)
+    assert {t["modality"] for t in ok} == {"audio", "midi"}
+
+
+def test_bad_inputs_explained(pipeline_out, bad_inputs):
+    errors = {e["uri"]: e for e in read_table(pipeline_out, "errors")}
+    corrupt, = bad_inputs["midi"]
+    empty, text = bad_inputs["audio"]
+    assert errors[corrupt]["error_type"] == "MidiParseError" and "cannot parse MIDI" in errors[corrupt]["message"]
+    assert errors[empty]["error_type"] == "EmptyFile" and "0 bytes" in errors[empty]["message"]
+    assert errors[text]["error_type"] == "DecodeError" and "cannot decode audio" in errors[text]["message"]
+
+
+def test_true_pairs_rank_first_and_no_false_matches(pipeline_out, tiny_corpus):
+    matches = read_table(pipeline_out, "matches")
+    best = {m["midi_uri"]: m for m in matches if m["rank"] == 1}
+    for pair in tiny_corpus["pairs"]:
+        top = best[pair["midi"]]
+        assert top["audio_uri"] == pair["audio"], f"wrong rank-1 audio for {pair['midi']}"
+        assert top["is_match"] and top["confidence"] > 0.5
+    true_pairs = {(p["midi"], p["audio"]) for p in tiny_corpus["pairs"]}
+    false = [(m["midi_uri"], m["audio_uri"]) for m in matches if m["is_match"]
+             and (m["midi_uri"], m["audio_uri"]) not in true_pairs]
+    assert not false
+    for m in matches:
+        assert 0.0 <= m["confidence"] <= 1.0 and m["rank"] >= 1
+        assert m["midi_start_s"] <= m["midi_end_s"] and m["audio_start_s"] <= m["audio_end_s"]
+
+
+def test_alignments_follow_the_true_time_map(pipeline_out, tiny_corpus):
+    import numpy as np
+
+    alignments = {(a["midi_uri"], a["audio_uri"]): a for a in read_table(pipeline_out, "alignments")}
+    for pair in tiny_corpus["pairs"]:
+        a = alignments[(pair["midi"], pair["audio"])]
+        mt, at = np.array(a["midi_times_s"]), np.array(a["audio_times_s"])
+        assert (np.diff(mt) >= 0).all() and (np.diff(at) >= 0).all()
+        truth = np.interp(at, pair["audio_times_s"], pair["midi_times_s"])
+        inside = at < pair["audio_times_s"][-1] - 2  # the rendering's release tail maps nowhere
+        assert np.median(np.abs(mt[inside] - truth[inside])) < 0.15
+
+
+def test_segments_cover_each_track(pipeline_out):
+    tracks = {t["track_id"]: t for t in read_table(pipeline_out, "tracks") if t["status"] == "ok"}
+    segments: dict[str, list] = {}
+    for s in read_table(pipeline_out, "segments"):
+        segments.setdefault(s["uri"], []).append(s)
+    by_uri = {t["uri"]: t for t in tracks.values()}
+    assert set(segments) == set(by_uri)
+    for uri, rows in segments.items():
+        rows.sort(key=lambda s: s["segment_index"])
+        assert [s["segment_index"] for s in rows] == list(range(len(rows)))
+        assert rows[0]["start_s"] == 0.0
+        assert rows[-1]["end_s"] == pytest.approx(by_uri[uri]["duration_s"], abs=1e-6)
+        assert all(a["end_s"] == pytest.approx(b["start_s"]) for a, b in zip(rows, rows[1:], strict=False))
+        assert all(s["end_s"] > s["start_s"] and s["label"] for s in rows)
+
+
+def test_clusters_hold_matched_pairs(pipeline_out, tiny_corpus):
+    clusters = read_table(pipeline_out, "clusters")
+    ok = [t for t in read_table(pipeline_out, "tracks") if t["status"] == "ok"]
+    assert sorted(c["track_id"] for c in clusters) == sorted({t["track_id"] for t in ok})
+    by_uri = {c["uri"]: c for c in clusters}
+    for pair in tiny_corpus["pairs"]:
+        assert by_uri[pair["midi"]]["cluster_id"] == by_uri[pair["audio"]]["cluster_id"]
+    sizes: dict[str, int] = {}
+    for c in clusters:
+        sizes[c["cluster_id"]] = sizes.get(c["cluster_id"], 0) + 1
+    assert all(c["cluster_size"] == sizes[c["cluster_id"]] for c in clusters)
+
+
+@pytest.mark.skipif(not (SHARED / "tools" / "check_contract.py").exists(), reason="no ../shared checkout")
+def test_shared_contract_checker(pipeline_out, tiny_corpus, bad_inputs):
+    proc = subprocess.run([sys.executable, str(SHARED / "tools" / "check_contract.py"), str(pipeline_out),
+                           "--inputs", str(n_inputs(tiny_corpus, bad_inputs))], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "contract: holds" in proc.stdout
+
+
+def test_rerun_in_multiprocessing_mode_is_identical(pipeline_out, tiny_corpus, bad_inputs, tmp_path):
+    """A rerun (2 worker processes this time) writes the same tables, and replaces rather than appends."""
+    from pipelines.cli import main
+
+    root = tiny_corpus["root"]
+    out = tmp_path / "out"
+    argv = ["run", "--audio", f"{root}/audio/*", "--midi", f"{root}/midi/*.mid", "--out", str(out),
+            "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    for path in bad_inputs["audio"]:
+        argv += ["--audio", path]
+    for path in bad_inputs["midi"]:
+        argv += ["--midi", path]
+    assert main(argv) == 0
+    assert main(argv) == 0  # twice into the same folder: no duplicated rows
+
+    def canonical(folder, table):
+        rows = read_table(folder, table)
+        for r in rows:
+            for k, v in r.items():
+                if isinstance(v, float):
+                    r[k] = round(v, 6)
+                elif isinstance(v, list):
+                    r[k] = tuple(round(x, 6) for x in v)
+        return sorted(tuple(sorted(r.items())) for r in rows)
+
+    for table in ("tracks", "errors", "matches", "alignments", "clusters", "segments"):
+        assert canonical(out, table) == canonical(pipeline_out, table), table
