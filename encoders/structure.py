@@ -21,10 +21,12 @@ __all__ = ["Segment", "beat_sync", "laplacian_segments"]
 _FALLBACK_HOP_S = 0.5  # window length used when no usable beat grid is given
 _MIN_BEATS_GRID = 4  # fewer beats than this -> fixed windows
 _MIN_BEATS = 8  # fewer beat-synchronous frames than this -> single segment
+_MAX_BEATS = 2048  # longer inputs are coarsened to bound the O(n^2) memory / O(n^3) time of the graph steps
 _REC_WIDTH = 3  # recurrence_matrix width (suppress links to the +-width-1 neighbouring beats)
 _TIMELAG_SIZE = (1, 7)  # median filter size in the time-lag domain
 _EVEC_SMOOTH = 9  # median filter length (beats) applied to the eigenvectors
 _EIGEN_FLOOR = 0.1  # eigenvalue floor for k selection, relative to the max_k-th eigenvalue
+_GAP_FRACTION = 0.5  # smallest k whose eigengap is at least this fraction of the largest
 _RANDOM_STATE = 0
 _EPS = 1e-10
 
@@ -76,7 +78,7 @@ def laplacian_segments(
     """Segment a track into labelled sections covering [0, duration_s] exactly.
 
     features: (n_frames, d), e.g. log-CQT frames (rows = time); frame_times: (n_frames,) seconds.
-    n_sections None picks k in 2..max_sections by the largest eigengap of the normalised Laplacian.
+    n_sections None picks k in 2..max_sections from the eigengaps of the normalised Laplacian (_choose_k).
     Segments shorter than min_segment_s are merged into a neighbour. Too short or degenerate (constant)
     input gives [Segment(0, duration_s, "A")]. Raises ValueError if duration_s is not positive.
     """
@@ -88,8 +90,12 @@ def laplacian_segments(
     keep = beat_starts < duration
     beat_feats, beat_starts = beat_feats[keep], beat_starts[keep]
     n = beat_feats.shape[0]
-    if n < _MIN_BEATS or (n_sections is not None and n_sections < 2):
+    if n < _MIN_BEATS or (n_sections if n_sections is not None else max_sections) < 2:
         return single
+    if n > _MAX_BEATS:
+        idx = np.arange(0, n, -(-n // _MAX_BEATS))
+        beat_feats = librosa.util.sync(beat_feats.T, idx, aggregate=np.median).T
+        beat_starts = beat_starts[idx]
     spread = np.ptp(beat_feats, axis=0).max()
     if spread <= 1e-6 * (1.0 + np.abs(beat_feats).max()):
         return single
@@ -132,11 +138,10 @@ def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> 
     mu = deg_path.dot(deg_path + deg_rec) / np.sum((deg_path + deg_rec) ** 2)
     graph = mu * rec_f + (1 - mu) * rec_path
 
-    max_k = max(2, min(max_sections, n - 1))
-    n_eig = min(n, max_k + 1)
+    n_eig = min(n, max_sections + 1 if n_sections is None else n_sections)
     lap = scipy.sparse.csgraph.laplacian(graph, normed=True)
     evals, evecs = scipy.linalg.eigh(lap, subset_by_index=[0, n_eig - 1])
-    k = _choose_k(evals, max_k) if n_sections is None else min(int(n_sections), n_eig)
+    k = _choose_k(evals, n_eig - 1) if n_sections is None else n_eig
     evecs = scipy.ndimage.median_filter(evecs, size=(_EVEC_SMOOTH, 1))
     norm = np.cumsum(evecs**2, axis=1) ** 0.5
     emb = evecs[:, :k] / np.maximum(norm[:, k - 1 : k], _EPS)
@@ -144,14 +149,16 @@ def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> 
 
 
 def _choose_k(evals: np.ndarray, max_k: int) -> int:
-    """k in 2..max_k at the largest log-eigengap, i.e. the largest ratio evals[k] / evals[k - 1].
+    """Pick k in 2..max_k from the eigengaps of the Laplacian spectrum (evals ascending, >= max_k + 1).
 
-    Eigenvalues (ascending) are floored at a fraction of evals[max_k] so that numerically-zero ones
-    (disconnected sections) do not produce arbitrary ratios.
+    Gaps are taken on a log scale (ratios evals[k] / evals[k - 1]), with eigenvalues floored at a fraction
+    of evals[max_k] so that numerically-zero ones do not give arbitrary ratios; the smallest k whose gap is
+    at least half the largest one wins (parsimony: a clear gap at small k beats a slightly larger one later).
     """
     lam = evals[: max_k + 1]
     log_lam = np.log(np.maximum(lam, max(_EIGEN_FLOOR * lam[-1], _EPS)))
-    return 2 + int(np.argmax(np.diff(log_lam[1:])))  # diff[i] = log(lam[i + 2] / lam[i + 1])
+    gaps = np.diff(log_lam[1:])  # gaps[i] = log(lam[i + 2] / lam[i + 1]), i.e. the gap for k = i + 2
+    return 2 + int(np.flatnonzero(gaps >= _GAP_FRACTION * gaps.max())[0])
 
 
 def _to_segments(
@@ -162,7 +169,8 @@ def _to_segments(
     starts = beat_starts[first].astype(np.float64)
     starts[0] = 0.0
     bounds = np.r_[starts, duration]
-    segs = [[float(a), float(b), int(lab)] for a, b, lab in zip(bounds[:-1], bounds[1:], labels[first])]
+    ids = labels[first]
+    segs = [[float(a), float(b), int(c)] for a, b, c in zip(bounds[:-1], bounds[1:], ids, strict=True)]
     segs = _merge_same_label(segs)
     while len(segs) > 1:
         lengths = np.array([b - a for a, b, _ in segs])
