@@ -29,9 +29,12 @@ DEBIAN_MIDI_DIRS = {
     "freedink": "/usr/share/games/dink/dink/Sound",
     "mma": "/usr/share/doc/mma/examples",
 }
+#: The demo and calibration corpora use the game soundtracks: the MMA examples share accompaniment
+#: patterns from MMA's groove library, which makes them near-duplicates kept for harder evaluations.
+DEMO_COLLECTIONS = ("simutrans", "openttd", "freedink")
 AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
 TRUTH_FILE = "truth.json"
-CORPUS_VERSION = 3  # bump when the way corpora are made changes, to rebuild cached ones
+CORPUS_VERSION = 4  # bump when the way corpora are made changes, to rebuild cached ones
 
 
 def debian_midi_files(collections: tuple[str, ...] = tuple(DEBIAN_MIDI_DIRS)) -> list[tuple[str, Path]]:
@@ -48,6 +51,11 @@ def debian_midi_files(collections: tuple[str, ...] = tuple(DEBIAN_MIDI_DIRS)) ->
     return found
 
 
+def piece_name(collection: str, path: Path) -> str:
+    """A piece's name in corpora: its collection and file stem."""
+    return f"{collection}_{path.stem}".replace(" ", "_")
+
+
 def usable_pieces(files: list[tuple[str, Path]], min_duration_s: float, max_duration_s: float,
                   ) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
     """Yield (name, MIDI cropped to max_duration_s) for files that parse and last at least min_duration_s."""
@@ -60,7 +68,7 @@ def usable_pieces(files: list[tuple[str, Path]], min_duration_s: float, max_dura
         pitched = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes]
         if len(pitched) < 50 or pm.get_end_time() < min_duration_s:
             continue
-        name = f"{collection}_{path.stem}".replace(" ", "_")
+        name = piece_name(collection, path)
         if name in seen_names:
             continue
         seen_names.add(name)
@@ -74,13 +82,18 @@ def write_audio(path: Path, y: np.ndarray, sr: int = SAMPLE_RATE) -> None:
 
 def build_demo_corpus(out_dir: str | os.PathLike, *, n_midi: int = 24, n_matched: int = 16,
                       n_distractors: int = 8, max_duration_s: float = 60.0, min_duration_s: float = 25.0,
-                      seed: int = 0, progress: bool = True) -> dict:
-    """Build (or reuse, when complete) a demo corpus under ``out_dir``; returns the truth manifest."""
+                      seed: int = 0, collections: tuple[str, ...] = DEMO_COLLECTIONS,
+                      exclude: tuple[str, ...] = (), progress: bool = True) -> dict:
+    """Build (or reuse, when complete) a demo corpus under ``out_dir``; returns the truth manifest.
+
+    ``exclude`` names pieces (``collection_stem``) to leave out, e.g. those of another corpus, so that
+    corpora used for calibration and for evaluation are split by piece.
+    """
     out = Path(out_dir)
     truth_path = out / TRUTH_FILE
     params = dict(n_midi=n_midi, n_matched=n_matched, n_distractors=n_distractors,
                   max_duration_s=max_duration_s, min_duration_s=min_duration_s, seed=seed,
-                  version=CORPUS_VERSION)
+                  collections=list(collections), exclude=sorted(exclude), version=CORPUS_VERSION)
     if truth_path.exists():
         truth = json.loads(truth_path.read_text())
         if truth.get("params") == params:
@@ -91,17 +104,19 @@ def build_demo_corpus(out_dir: str | os.PathLike, *, n_midi: int = 24, n_matched
     if not audio_fonts:
         raise FileNotFoundError("no second soundfont for the audio side; run `make setup`")
     rng = np.random.default_rng(seed)
-    files = debian_midi_files()
+    files = debian_midi_files(collections)
     files = [files[i] for i in rng.permutation(len(files))]
     for sub in ("midi", "audio"):
         shutil.rmtree(out / sub, ignore_errors=True)
         (out / sub).mkdir(parents=True)
+    files = [(c, p) for c, p in files if piece_name(c, p) not in exclude]
     pieces = usable_pieces(files, min_duration_s, max_duration_s)
-    pairs, distractors = [], []
+    pairs, distractors, used = [], [], []
     total = n_midi + n_distractors
     for i in range(total):
         try:
             name, pm = next(pieces)
+            used.append(name)
         except StopIteration:
             raise RuntimeError(f"only {i} usable MIDI files found, {total} needed") from None
         if progress:
@@ -125,7 +140,7 @@ def build_demo_corpus(out_dir: str | os.PathLike, *, n_midi: int = 24, n_matched
             audio_path = out / "audio" / f"distractor_{name}.{font}.{fmt}"
             write_audio(audio_path, y)
             distractors.append(str(audio_path))
-    truth = {"params": params, "pairs": pairs, "distractors": distractors,
+    truth = {"params": params, "pairs": pairs, "distractors": distractors, "pieces": used,
              "midi": sorted(str(p) for p in (out / "midi").glob("*.mid")),
              "audio": sorted(str(p) for p in (out / "audio").iterdir())}
     truth_path.write_text(json.dumps(truth, indent=1))

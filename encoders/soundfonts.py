@@ -15,7 +15,7 @@ SOUNDFONTS: dict[str, tuple[str, ...]] = {
 }
 
 #: The soundfont used to render the MIDI side of every comparison.
-MIDI_SIDE_SOUNDFONT = "timgm6mb"
+MIDI_SIDE_SOUNDFONT = "fluidr3"
 
 
 def soundfont_path(name: str) -> str:

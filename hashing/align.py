@@ -38,10 +38,21 @@ def thin_path(path: np.ndarray, max_points: int = MAX_MAP_POINTS) -> np.ndarray:
     return path[keep]
 
 
+def standardise_bins(features: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance per feature dimension over the track (removes timbre and level offsets)."""
+    return ((features - features.mean(axis=0)) / (features.std(axis=0) + 1e-6)).astype(np.float32)
+
+
 def align_pair(midi_cqt: np.ndarray, audio_cqt: np.ndarray, frame_rate: float) -> PairAlignment:
-    """Subsequence DTW of the shorter sequence inside the longer one, with cosine cost on log-CQT."""
+    """Subsequence DTW of the shorter sequence inside the longer one.
+
+    Cost: cosine distance between per-track standardised log-CQT frames; non-diagonal steps pay the
+    median cost (Raffel & Ellis); the score is the path's mean cost over the mean of the spanned cost
+    submatrix.
+    """
     midi_first = len(midi_cqt) <= len(audio_cqt)
-    short, long_ = (midi_cqt, audio_cqt) if midi_first else (audio_cqt, midi_cqt)
+    midi_z, audio_z = standardise_bins(midi_cqt), standardise_bins(audio_cqt)
+    short, long_ = (midi_z, audio_z) if midi_first else (audio_z, midi_z)
     result = dtw(cosine_cost(short, long_), subsequence=True)
     path = thin_path(result.path)
     midi_idx, audio_idx = (path[:, 0], path[:, 1]) if midi_first else (path[:, 1], path[:, 0])
