@@ -34,7 +34,7 @@ DEBIAN_MIDI_DIRS = {
 DEMO_COLLECTIONS = ("simutrans", "openttd", "freedink")
 AUDIO_FORMATS = ("wav", "flac", "ogg", "mp3")
 TRUTH_FILE = "truth.json"
-CORPUS_VERSION = 4  # bump when the way corpora are made changes, to rebuild cached ones
+CORPUS_VERSION = 5  # bump when the way corpora are made changes, to rebuild cached ones
 
 
 def debian_midi_files(collections: tuple[str, ...] = tuple(DEBIAN_MIDI_DIRS)) -> list[tuple[str, Path]]:

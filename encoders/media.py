@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 
 import numpy as np
 import pretty_midi
@@ -50,8 +51,9 @@ def decode_audio(data: bytes, sr: int = SAMPLE_RATE, max_duration_s: float = MAX
     except MediaError:
         raise
     except Exception as exc:  # libsndfile raises several types for unreadable input
+        reason = re.sub(r"<[^>]* at 0x[0-9a-f]+>", "the file", str(exc))  # no object addresses: reruns match
         raise MediaError(
-            f"cannot decode audio ({exc}); supported formats are wav, flac, ogg and mp3", "DecodeError"
+            f"cannot decode audio ({reason}); supported formats are wav, flac, ogg and mp3", "DecodeError"
         ) from None
     y = y.mean(axis=1)
     if y.size == 0:

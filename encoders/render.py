@@ -1,8 +1,16 @@
-"""Rendering MIDI to audio with fluidsynth."""
+"""Rendering MIDI to audio with fluidsynth.
+
+One synthesizer per rendering plays every part at once (one MIDI channel per part, drums on channel 10)
+and its float output is read directly. pretty_midi's own ``PrettyMIDI.fluidsynth`` renders each part
+in its own synthesizer through fluidsynth's 16-bit output, whose dither noise comes from a table filled
+by the C library's ``rand()`` once per process: renders then differ between processes, and reruns of
+the pipeline would not be identical.
+"""
 
 from __future__ import annotations
 
-import copy
+import ctypes
+import threading
 
 import numpy as np
 import pretty_midi
@@ -10,20 +18,114 @@ import pretty_midi
 from encoders.media import SAMPLE_RATE, MediaError
 from encoders.soundfonts import MIDI_SIDE_SOUNDFONT, soundfont_path
 
+DRUM_CHANNEL = 9
+MELODIC_CHANNELS = tuple(c for c in range(16) if c != DRUM_CHANNEL)
+TAIL_S = 1.0  # silence rendered after the last event, for release and reverb tails
+BLOCK = 4096  # largest number of frames asked of fluidsynth at once
+
+# fluidsynth is not documented as safe for several synthesizers rendering from threads of one process,
+# and Beam runs bundles on several threads: renders are serialised within a process.
+_RENDER_LOCK = threading.Lock()
+
+
+def _fluidsynth():
+    import fluidsynth  # imported late: it prints where it found libfluidsynth
+
+    return fluidsynth
+
+
+def _write_float(synth, n: int) -> np.ndarray:
+    """``n`` frames of the synth's stereo float output, mixed to mono."""
+    lib = _fluidsynth()._fl
+    left = np.zeros(n, dtype=np.float32)
+    right = np.zeros(n, dtype=np.float32)
+    lib.fluid_synth_write_float.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int,
+                                            ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    status = lib.fluid_synth_write_float(synth.synth, n, left.ctypes.data, 0, 1, right.ctypes.data, 0, 1)
+    if status != 0:
+        raise MediaError("fluidsynth failed while rendering", "RenderError")
+    return 0.5 * (left + right)
+
+
+def _channel_plan(instruments: list[pretty_midi.Instrument]) -> list[int]:
+    """MIDI channel of each part: drums on channel 10, melodic parts one per channel, sharing a
+    channel by program once the 15 melodic channels are used up."""
+    channels, by_program, free = [], {}, list(MELODIC_CHANNELS)
+    for inst in instruments:
+        if inst.is_drum:
+            channels.append(DRUM_CHANNEL)
+        elif free:
+            channels.append(free.pop(0))
+            by_program.setdefault(inst.program, channels[-1])
+        else:
+            channels.append(by_program.get(inst.program, MELODIC_CHANNELS[inst.program % len(MELODIC_CHANNELS)]))
+    return channels
+
+
+def _events(parts: list[pretty_midi.Instrument], channels: list[int]) -> list[tuple]:
+    """(time, order, kind, channel, a, b) for every event; at equal times note-offs come first."""
+    events = []
+    for inst, ch in zip(parts, channels, strict=True):
+        for note in inst.notes:
+            events.append((note.start, 1, "on", ch, note.pitch, note.velocity))
+            events.append((note.end, 0, "off", ch, note.pitch, 0))
+        for bend in inst.pitch_bends:
+            events.append((bend.time, 1, "bend", ch, bend.pitch, 0))
+        for cc in inst.control_changes:
+            events.append((cc.time, 1, "cc", ch, cc.number, cc.value))
+    events.sort(key=lambda e: (e[0], e[1], e[3], e[4]))
+    return events
+
 
 def render_midi(pm: pretty_midi.PrettyMIDI, soundfont: str = MIDI_SIDE_SOUNDFONT,
                 sr: int = SAMPLE_RATE) -> np.ndarray:
     """Synthesize ``pm`` with fluidsynth and ``soundfont``; mono float32 peak-normalised to 0.9.
 
-    Drum parts are played on the GM standard kit: small soundfonts (TimGM6mb) lack the other kits, and
-    fluidsynth would leave those parts silent.
+    Deterministic: the same MIDI and soundfont give the same samples in any process. Drum parts play
+    the GM standard kit: small soundfonts (TimGM6mb) lack the other kits, which would stay silent.
     """
-    if any(inst.is_drum and inst.program != 0 for inst in pm.instruments):
-        pm = copy.deepcopy(pm)
-        for inst in pm.instruments:
-            if inst.is_drum:
-                inst.program = 0
-    y = pm.fluidsynth(fs=sr, synthesizer=soundfont_path(soundfont))
-    if y.size == 0 or not np.isfinite(y).all() or np.max(np.abs(y)) <= 0:
+    parts = [inst for inst in pm.instruments if inst.notes]
+    if not parts:
+        raise MediaError("the MIDI file has no notes to render", "NoNotes")
+    fluidsynth = _fluidsynth()
+    channels = _channel_plan(parts)
+    events = _events(parts, channels)
+    total = int(np.ceil((events[-1][0] + TAIL_S) * sr))
+    out = np.zeros(total, dtype=np.float32)
+    with _RENDER_LOCK:
+        synth = fluidsynth.Synth(samplerate=float(sr))
+        try:
+            sfid = synth.sfload(soundfont_path(soundfont))
+            if sfid == -1:
+                raise MediaError(f"fluidsynth could not load the soundfont {soundfont!r}", "RenderError")
+            for inst, ch in zip(parts, channels, strict=True):
+                if inst.is_drum:
+                    synth.program_select(ch, sfid, 128, 0)
+                else:
+                    synth.program_select(ch, sfid, 0, inst.program)
+            position = 0
+            for time, _, kind, ch, a, b in events:
+                target = min(total, int(time * sr))
+                while position < target:
+                    n = min(BLOCK, target - position)
+                    out[position:position + n] = _write_float(synth, n)
+                    position += n
+                if kind == "on":
+                    synth.noteon(ch, a, b)
+                elif kind == "off":
+                    synth.noteoff(ch, a)
+                elif kind == "bend":
+                    synth.pitch_bend(ch, a)
+                else:
+                    synth.cc(ch, a, b)
+            while position < total:
+                n = min(BLOCK, total - position)
+                out[position:position + n] = _write_float(synth, n)
+                position += n
+        finally:
+            synth.delete()
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    if not np.isfinite(peak) or peak <= 0:
         raise MediaError("rendering the MIDI file produced no sound", "RenderError")
-    return (0.9 * y / np.max(np.abs(y))).astype(np.float32)
+    return (0.9 * out / peak).astype(np.float32)
+

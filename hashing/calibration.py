@@ -21,10 +21,14 @@ class Calibration:
 
 
 def fit_calibration(match_scores: np.ndarray, non_match_scores: np.ndarray) -> Calibration:
-    """Class-balanced logistic regression of is-match on the DTW score (lower score = match)."""
+    """Logistic regression of is-match on the score (lower score = match).
+
+    Not class-balanced: the fitted probability carries the development corpus' prior of true pairs
+    among candidates, so 0.5 is where a pair is as likely a match as not.
+    """
     x = np.concatenate([match_scores, non_match_scores]).reshape(-1, 1)
     y = np.concatenate([np.ones(len(match_scores)), np.zeros(len(non_match_scores))])
-    model = LogisticRegression(class_weight="balanced", C=1e4).fit(x, y)
+    model = LogisticRegression(C=1e4).fit(x, y)
     w, b = float(model.coef_[0, 0]), float(model.intercept_[0])
     if w >= 0:
         raise ValueError("matches do not score lower than non-matches; cannot calibrate")

@@ -174,9 +174,11 @@ def cosine_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     def unit(x: np.ndarray) -> np.ndarray:
         norm = np.linalg.norm(x, axis=1, keepdims=True)
-        return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+        return x / np.where(norm > 0, norm, 1.0)
 
-    out = 1.0 - unit(a) @ unit(b).T
+    # float64 products rounded to float32: BLAS results can depend on memory alignment in their last
+    # bits, and rounding hides that so reruns in other processes give the same costs.
+    out = (1.0 - unit(a) @ unit(b).T).astype(np.float32)
     return np.clip(out, 0.0, 2.0, out=out)
 
 

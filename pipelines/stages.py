@@ -110,27 +110,34 @@ class ProposeCandidates(beam.DoFn):
 
 
 class RefineCandidates(beam.DoFn):
-    """(audio uri, {audio: [analysis], candidates: [...]}) -> (midi uri, pair result) by CQT DTW."""
+    """(audio uri, {audio: [analysis], candidates: [...]}) -> (midi uri, pair result) by CQT DTW.
+
+    All MIDI candidates of one audio track meet here, so their scores are normalised against each other
+    (``hashing.align.cohort_normalise``) before they become confidences.
+    """
 
     def __init__(self):
         self.aligned = Metrics.counter("mirmatch", "pairs_aligned")
 
     def process(self, element: tuple[str, dict]) -> Iterator:
         from encoders.features import FRAME_RATE
-        from hashing.align import align_pair
+        from hashing.align import align_pair, cohort_normalise, confidence_from_score
 
         _, grouped = element
-        audios, candidates = list(grouped["audio"]), list(grouped["candidates"])
-        if not audios:
+        audios = list(grouped["audio"])
+        candidates = sorted(grouped["candidates"], key=lambda c: c.midi.uri)
+        if not audios or not candidates:
             return
         audio = audios[0]
-        for cand in candidates:
+        alignments = [align_pair(c.midi.cqt, audio.cqt, FRAME_RATE) for c in candidates]
+        self.aligned.inc(len(alignments))
+        normalised = cohort_normalise(np.array([a.score for a in alignments]))
+        confidences = confidence_from_score(normalised)
+        for cand, alignment, conf in zip(candidates, alignments, confidences, strict=True):
             midi = cand.midi
-            alignment = align_pair(midi.cqt, audio.cqt, FRAME_RATE)
-            self.aligned.inc()
             yield midi.uri, {
                 "midi_id": midi.track_id, "midi_uri": midi.uri, "audio_id": audio.track_id,
-                "audio_uri": audio.uri, "confidence": alignment.confidence, "dtw_score": alignment.score,
+                "audio_uri": audio.uri, "confidence": float(conf), "dtw_score": alignment.score,
                 "hamming_distance": cand.hamming_distance,
                 "midi_times_s": alignment.midi_times_s.tolist(),
                 "audio_times_s": alignment.audio_times_s.tolist(),

@@ -125,7 +125,7 @@ def test_rerun_in_multiprocessing_mode_is_identical(pipeline_out, tiny_corpus, b
                     r[k] = round(v, 6)
                 elif isinstance(v, list):
                     r[k] = tuple(round(x, 6) for x in v)
-        return sorted(tuple(sorted(r.items())) for r in rows)
+        return sorted((tuple(sorted(r.items())) for r in rows), key=repr)
 
     for table in ("tracks", "errors", "matches", "alignments", "clusters", "segments"):
         assert canonical(out, table) == canonical(pipeline_out, table), table
