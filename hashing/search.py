@@ -21,6 +21,18 @@ class HammingIndex:
     def __len__(self) -> int:
         return self.index.ntotal
 
+    def to_bytes(self) -> bytes:
+        """The faiss index, serialised (``faiss.serialize_index_binary``)."""
+        return faiss.serialize_index_binary(self.index).tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HammingIndex:
+        """Load an index written by :meth:`to_bytes`."""
+        index = faiss.deserialize_index_binary(np.frombuffer(data, dtype=np.uint8))
+        self = cls.__new__(cls)
+        self.index, self.n_bits = index, index.d
+        return self
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Return (distances (q, k') int32, indices (q, k') int64) with k' = min(k, len(self)).
 

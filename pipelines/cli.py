@@ -13,7 +13,9 @@ from pathlib import Path
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="matches kept per MIDI file (default 5)")
     parser.add_argument("--candidates", type=int, default=100,
-                        help="audio candidates per MIDI file kept by the Hamming search (default 100)")
+                        help="audio candidates per MIDI file kept by the track-code Hamming search (default 100)")
+    parser.add_argument("--refine", type=int, default=10,
+                        help="of those, how many hash-sequence DTW keeps for CQT alignment (default 10)")
     parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
@@ -73,7 +75,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
     from pipelines.pipeline import RunConfig, run
 
     cfg = RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k,
-                    n_candidates=args.candidates, model=args.model, beam_args=beam_args)
+                    n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args)
     print(f"mirmatch: running on {args.out} ...", file=sys.stderr, flush=True)
     counters = run(cfg)
     print("mirmatch: done " + json.dumps(counters), file=sys.stderr)

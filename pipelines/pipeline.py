@@ -18,6 +18,7 @@ from pipelines.sources import expand_patterns
 from pipelines.stages import (
     ERRORS,
     FEATURES,
+    INDEX_DIR,
     SEGMENTS,
     TRACKS,
     AnalyzeTrack,
@@ -25,6 +26,7 @@ from pipelines.stages import (
     RankMatches,
     RefineCandidates,
     cluster_rows,
+    write_audio_index,
 )
 
 log = logging.getLogger("mirmatch")
@@ -38,7 +40,8 @@ class RunConfig:
     midi: list[str]
     out: str
     top_k: int = 5
-    n_candidates: int = 100
+    n_candidates: int = 100  # survivors of the track-code search (stage 1)
+    n_refine: int = 10  # survivors of hash-sequence DTW (stage 2), aligned on CQT
     model: str | None = None
     cluster_similarity: float = 0.95
     beam_args: list[str] = field(default_factory=list)
@@ -59,7 +62,7 @@ def input_elements(audio: list[str], midi: list[str]) -> list[tuple[str, str]]:
 
 def clear_outputs(out: str) -> None:
     """Remove the tables of an earlier run into ``out`` so a rerun replaces, never appends."""
-    existing = [table_path(out, t) for t in TABLES if FileSystems.exists(table_path(out, t))]
+    existing = [table_path(out, t) for t in (*TABLES, INDEX_DIR) if FileSystems.exists(table_path(out, t))]
     if existing:
         FileSystems.delete(existing)
 
@@ -82,12 +85,18 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
     audio = features | "Audio only" >> beam.Filter(lambda t: t.modality == "audio")
     midi = features | "MIDI only" >> beam.Filter(lambda t: t.modality == "midi")
 
-    audio_codes = audio | "Audio codes" >> beam.Map(lambda t: (t.uri, t.track_code))
+    audio_db = audio | "Audio codes" >> beam.Map(lambda t: (t.uri, t.track_code, t.frame_codes, t.track_id))
     candidates = (
         midi
         | "Batch queries" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
-        | "Hamming search" >> beam.ParDo(ProposeCandidates(cfg.n_candidates),
-                                         beam.pvalue.AsList(audio_codes))
+        | "Hash cascade" >> beam.ParDo(ProposeCandidates(cfg.n_candidates, cfg.n_refine),
+                                       beam.pvalue.AsList(audio_db))
+    )
+    out = cfg.out
+    _ = (
+        p
+        | "Index trigger" >> beam.Create([None])
+        | "Write audio index" >> beam.FlatMap(lambda _, db: write_audio_index(out, db), beam.pvalue.AsList(audio_db))
     )
     ranked = (
         {"audio": audio | "Key audio" >> beam.Map(lambda t: (t.uri, t)), "candidates": candidates}

@@ -84,29 +84,75 @@ class AnalyzeTrack(beam.DoFn):
 
 
 class ProposeCandidates(beam.DoFn):
-    """Batches of MIDI analyses -> (audio uri, Candidate) for the top-N audio codes by Hamming distance."""
+    """Batches of MIDI analyses -> (audio uri, Candidate) for the audio tracks that survive the cascade.
 
-    def __init__(self, n_candidates: int):
-        self.n_candidates = n_candidates
+    The audio database (uri, track code, frame codes) arrives once per worker as a side input; each batch
+    of MIDI queries runs the track-code Hamming search (``n_candidates`` survivors) and then hash-sequence
+    DTW (``n_refine`` survivors), ``hashing.cascade.HashCascade``.
+    """
+
+    def __init__(self, n_candidates: int, n_refine: int):
+        self.n_candidates, self.n_refine = n_candidates, n_refine
         self.proposed = Metrics.counter("mirmatch", "candidates_proposed")
-        self._index_key = None
+        self.searched = Metrics.counter("mirmatch", "stage1_candidates")
+        self._cascade_key = None
 
-    def process(self, batch: list, audio_codes: list[tuple[str, np.ndarray]]) -> Iterator:
-        from hashing.search import HammingIndex
+    def process(self, batch: list, audio_db: list[tuple[str, np.ndarray, np.ndarray, str]]) -> Iterator:
+        from hashing.cascade import HashCascade
 
-        if not audio_codes:
+        if not audio_db:
             return
-        key = id(audio_codes)
-        if self._index_key != key:  # build the index once per side-input instance, not per batch
-            ordered = sorted(audio_codes, key=lambda item: item[0])
-            self._uris = [uri for uri, _ in ordered]
-            self._index = HammingIndex(np.stack([code for _, code in ordered]))
-            self._index_key = key
-        distances, indices = self._index.search(np.stack([m.track_code for m in batch]), self.n_candidates)
-        for midi, dist_row, idx_row in zip(batch, distances, indices, strict=True):
-            for d, i in zip(dist_row, idx_row, strict=True):
+        key = id(audio_db)
+        if self._cascade_key != key:  # build the index once per side-input instance, not per batch
+            ordered = sorted(audio_db, key=lambda item: item[0])
+            self._uris = [uri for uri, _, _, _ in ordered]
+            self._cascade = HashCascade(np.stack([code for _, code, _, _ in ordered]),
+                                        [frames for _, _, frames, _ in ordered],
+                                        stage1_k=self.n_candidates, stage2_k=self.n_refine)
+            self._cascade_key = key
+        for midi in batch:
+            result = self._cascade.query(midi.track_code, midi.frame_codes)
+            self.searched.inc(min(self.n_candidates, len(self._cascade)))
+            for i, d in zip(result.indices, result.hamming, strict=True):
                 self.proposed.inc()
                 yield self._uris[i], Candidate(midi=midi, hamming_distance=int(d))
+
+
+INDEX_DIR = "index"
+INDEX_FILE = "audio_track_codes.faissindex"
+DATABASE_FILE = "audio_database.parquet"
+
+
+def write_audio_index(out: str, audio_db: list[tuple]) -> Iterator[str]:
+    """Persist the stage-1 index and the audio database beside the tables, for later runs and tools.
+
+    ``OUT/index/audio_track_codes.faissindex`` is a faiss IndexBinaryFlat whose row i is row i of
+    ``OUT/index/audio_database.parquet`` (track_id, uri, track_code, frame_codes as little-endian uint32).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from hashing.search import HammingIndex
+
+    ordered = sorted(audio_db, key=lambda item: item[0])
+    folder = FileSystems.join(out, INDEX_DIR)
+    width = ordered[0][1].shape[0] if ordered else 32
+    index = HammingIndex(np.stack([code for _, code, _, _ in ordered]) if ordered else np.zeros((0, width), np.uint8))
+    table = pa.table({
+        "position": pa.array(range(len(ordered)), pa.int64()),
+        "track_id": pa.array([tid for _, _, _, tid in ordered], pa.string()),
+        "uri": pa.array([uri for uri, _, _, _ in ordered], pa.string()),
+        "track_code": pa.array([code.tobytes() for _, code, _, _ in ordered], pa.binary()),
+        "frame_codes": pa.array([frames.astype("<u4").tobytes() for _, _, frames, _ in ordered], pa.binary()),
+    })
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    for name, data in ((INDEX_FILE, index.to_bytes()), (DATABASE_FILE, sink.getvalue().to_pybytes())):
+        path = FileSystems.join(folder, name)
+        with FileSystems.create(path) as f:
+            f.write(data)
+        yield path
 
 
 class RefineCandidates(beam.DoFn):
@@ -121,7 +167,13 @@ class RefineCandidates(beam.DoFn):
 
     def process(self, element: tuple[str, dict]) -> Iterator:
         from encoders.features import FRAME_RATE
-        from hashing.align import align_pair, cohort_normalise, confidence_from_score
+        from hashing.align import (
+            REFINE_MIN_CONFIDENCE,
+            align_pair,
+            cohort_normalise,
+            confidence_from_score,
+            refine_time_map,
+        )
 
         _, grouped = element
         audios = list(grouped["audio"])
@@ -135,6 +187,8 @@ class RefineCandidates(beam.DoFn):
         confidences = confidence_from_score(normalised)
         for cand, alignment, conf in zip(candidates, alignments, confidences, strict=True):
             midi = cand.midi
+            if conf >= REFINE_MIN_CONFIDENCE:
+                alignment.midi_times_s, alignment.audio_times_s = refine_time_map(midi.cqt, audio.cqt, FRAME_RATE)
             yield midi.uri, {
                 "midi_id": midi.track_id, "midi_uri": midi.uri, "audio_id": audio.track_id,
                 "audio_uri": audio.uri, "confidence": float(conf), "dtw_score": alignment.score,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import SHARED, read_table
@@ -129,3 +130,22 @@ def test_rerun_in_multiprocessing_mode_is_identical(pipeline_out, tiny_corpus, b
 
     for table in ("tracks", "errors", "matches", "alignments", "clusters", "segments"):
         assert canonical(out, table) == canonical(pipeline_out, table), table
+
+
+def test_audio_index_persisted_beside_the_tables(pipeline_out):
+    import pyarrow.parquet as pq
+
+    from hashing.search import HammingIndex
+    from pipelines.stages import DATABASE_FILE, INDEX_DIR, INDEX_FILE
+
+    folder = pipeline_out / INDEX_DIR
+    database = pq.read_table(folder / DATABASE_FILE).to_pylist()
+    ok_audio = [t for t in read_table(pipeline_out, "tracks") if t["status"] == "ok" and t["modality"] == "audio"]
+    assert sorted(r["uri"] for r in database) == sorted(t["uri"] for t in ok_audio)
+    assert [r["position"] for r in database] == list(range(len(database)))
+    index = HammingIndex.from_bytes((folder / INDEX_FILE).read_bytes())
+    assert len(index) == len(database)
+    codes = np.stack([np.frombuffer(r["track_code"], np.uint8) for r in database])
+    distances, indices = index.search(codes, 1)
+    assert distances[:, 0].tolist() == [0] * len(database)  # each stored code finds itself
+    assert all(len(r["frame_codes"]) % 4 == 0 and len(r["frame_codes"]) > 0 for r in database)

@@ -17,7 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from encoders.analyze import track_features  # noqa: E402
 from encoders.corpus import build_demo_corpus  # noqa: E402
 from encoders.features import FRAME_RATE  # noqa: E402
-from hashing.align import SCORE_SCALE, SCORE_THRESHOLD, align_pair, cohort_normalise  # noqa: E402
+from hashing.align import (  # noqa: E402
+    SCORE_SCALE,
+    SCORE_THRESHOLD,
+    align_pair,
+    cohort_normalise,
+    refine_time_map,
+)
 from hashing.calibration import Calibration, fit_calibration, precision_recall  # noqa: E402
 
 
@@ -41,10 +47,10 @@ def score_corpus(truth: dict) -> dict:
         i, j = midis.index(pair["midi"]), audios.index(pair["audio"])
         is_true[i, j] = True
         ranks.append(int(np.sum(scores[i] < scores[i, j])) + 1)
-        al = alignments[i][j]
-        expected = np.interp(al.audio_times_s, pair["audio_times_s"], pair["midi_times_s"])
-        inside = al.audio_times_s < pair["audio_times_s"][-1] - 2.0  # the release tail maps nowhere
-        align_err.append(float(np.mean(np.abs(al.midi_times_s[inside] - expected[inside]))))
+        midi_times, audio_times = refine_time_map(cqt[pair["midi"]], cqt[pair["audio"]], FRAME_RATE)
+        expected = np.interp(audio_times, pair["audio_times_s"], pair["midi_times_s"])
+        inside = audio_times < pair["audio_times_s"][-1] - 2.0  # the release tail maps nowhere
+        align_err.append(float(np.mean(np.abs(midi_times[inside] - expected[inside]))))
     return {"pos": scores[is_true], "neg": scores[~is_true], "ranks": np.array(ranks), "align_err": align_err,
             "raw_neg_median": float(np.median(raw[~is_true]))}
 
@@ -67,8 +73,14 @@ def main() -> None:
         print(f"demo is_match with {name} calibration: precision {p:.3f} recall {r:.3f}")
     print(f"demo score range: matches max {demo_scores['pos'].max():.3f}, non-matches min "
           f"{demo_scores['neg'].min():.3f}")
-    err = np.array(demo_scores["align_err"]) * 1000
-    print(f"demo alignment error: mean {err.mean():.1f} ms, median {np.median(err):.1f} ms, max {err.max():.1f} ms")
+    print("demo is_match table (shipped calibration), cut: precision recall")
+    for cut in (0.1, 0.3, 0.5, 0.7, 0.9):
+        p, r = precision_recall(shipped.confidence(demo_scores["pos"]), shipped.confidence(demo_scores["neg"]), cut)
+        print(f"  confidence > {cut:.1f}: precision {p:.3f} recall {r:.3f}")
+    for name, scores in (("demo", demo_scores), ("dev", dev_scores)):
+        err = np.array(scores["align_err"]) * 1000
+        print(f"{name} alignment error ({len(err)} pairs): mean {err.mean():.1f} ms, median {np.median(err):.1f} ms, "
+              f"max {err.max():.1f} ms")
     print(f"elapsed: {time.monotonic() - started:.0f} s")
 
 
