@@ -14,17 +14,17 @@ DEFAULT_OUT = "demo-out"
 def summarise(out: str, truth: dict) -> tuple[str, dict]:
     """A short human summary of a demo run, and its figures checked against the corpus' truth."""
     con = connect(out)
-    tracks = dict(con.sql("SELECT status, count(*) FROM tracks GROUP BY status").fetchall())
-    best = {row[0]: row[1:] for row in con.sql(
+    tracks = dict(con.execute("SELECT status, count(*) FROM tracks GROUP BY status").fetchall())
+    best = {row[0]: row[1:] for row in con.execute(
         "SELECT midi_uri, audio_uri, confidence, is_match FROM matches WHERE rank = 1").fetchall()}
-    matched = con.sql("SELECT midi_uri, audio_uri FROM matches WHERE is_match").fetchall()
+    matched = con.execute("SELECT midi_uri, audio_uri FROM matches WHERE is_match").fetchall()
     true_pairs = {(p["midi"], p["audio"]) for p in truth["pairs"]}
     found_at_1 = sum(1 for m, a in true_pairs if m in best and best[m][0] == a and best[m][2])
     false_matches = [pair for pair in matched if tuple(pair) not in true_pairs]
-    n_clusters, multi = con.sql(
+    n_clusters, multi = con.execute(
         "SELECT count(DISTINCT cluster_id), count(DISTINCT cluster_id) FILTER (WHERE cluster_size > 1) "
-        "FROM clusters").fetchone()
-    n_segments = con.sql("SELECT count(*) FROM segments").fetchone()[0]
+        "FROM clusters").fetchall()[0]
+    n_segments = con.execute("SELECT count(*) FROM segments").fetchall()[0][0]
     figures = {"tracks_ok": tracks.get("ok", 0), "tracks_error": tracks.get("error", 0),
                "true_pairs": len(true_pairs), "true_pairs_at_rank_1": found_at_1,
                "false_matches": len(false_matches), "clusters": n_clusters, "multi_track_clusters": multi,

@@ -45,3 +45,13 @@ def test_manifest_input(pipeline_out, tiny_corpus, tmp_path):
     out = tmp_path / "out"
     assert main(["run", "--audio", f"@{manifest}", "--midi", tiny_corpus["midi"][0], "--out", str(out)]) == 0
     assert len(read_table(out, "tracks")) == 3
+
+
+def test_demo_summary_on_a_real_run(pipeline_out, tiny_corpus):
+    from pipelines.demo import summarise
+
+    truth = {"pairs": [{"midi": p["midi"], "audio": p["audio"]} for p in tiny_corpus["pairs"]]}
+    text, figures = summarise(str(pipeline_out), truth)
+    assert figures["true_pairs_at_rank_1"] == figures["true_pairs"] == len(truth["pairs"])
+    assert figures["false_matches"] == 0 and figures["segments"] > 0
+    assert "top matches:" in text and "Parquet tables:" in text
