@@ -8,7 +8,6 @@ import numpy as np
 
 from encoders.cover import ftm2d_embedding
 from encoders.features import FRAME_RATE, Features, audio_features
-from encoders.hashes import RandomProjectionHasher
 from encoders.media import MediaError, content_id, decode_audio, midi_duration, parse_midi
 from encoders.render import render_midi
 from encoders.structure import Segment, laplacian_segments
@@ -43,7 +42,7 @@ def track_features(data: bytes, modality: str) -> tuple[Features, float]:
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
 
-def analyze_track(data: bytes, uri: str, modality: str, hasher: RandomProjectionHasher) -> TrackAnalysis:
+def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis:
     """Run every per-track stage; raises MediaError for unusable input."""
     features, duration = track_features(data, modality)
     n_frames = min(len(features.cqt), int(np.ceil(duration * FRAME_RATE)) + 1)
@@ -51,14 +50,18 @@ def analyze_track(data: bytes, uri: str, modality: str, hasher: RandomProjection
         raise MediaError(f"track too short to analyse ({duration:.2f} s)", "TooShort")
     cqt = features.cqt[:n_frames]
     beats = features.beat_times[features.beat_times < duration]
+    if hasattr(hasher, "codes"):  # one forward pass for both (learned encoders)
+        frame_codes, track_code = hasher.codes(cqt, modality)
+    else:
+        frame_codes, track_code = hasher.frame_codes(cqt, modality), hasher.track_code(cqt, modality)
     return TrackAnalysis(
         track_id=content_id(data),
         uri=uri,
         modality=modality,
         duration_s=float(duration),
         cqt=cqt,
-        frame_codes=hasher.frame_codes(cqt, modality),
-        track_code=hasher.track_code(cqt, modality),
+        frame_codes=frame_codes,
+        track_code=track_code,
         cover_embedding=ftm2d_embedding(features.chroma[:n_frames], FRAME_RATE, beats),
         segments=laplacian_segments(cqt, features.frame_times[:n_frames], float(duration), beats),
     )

@@ -56,10 +56,19 @@ class RandomProjectionHasher:
         return np.packbits(pooled @ self.track_projection > 0)
 
 
-def load_hasher(model: str | None = None) -> RandomProjectionHasher:
-    """The hash model named by ``--model`` (a seed for the random-projection baseline) or the default."""
-    if model in (None, "", "default", "random-projection"):
+def load_hasher(model: str | None = None):
+    """The hash model named by ``--model``: the shipped learned encoders by default (``None``, "default",
+    "learned"), a path to trained weights (``mirmatch train``), or the non-learned baseline
+    ("random-projection" or "random-projection:SEED")."""
+    if model in ("random-projection",):
         return RandomProjectionHasher()
-    if model.startswith("random-projection:"):
+    if model and model.startswith("random-projection:"):
         return RandomProjectionHasher(seed=int(model.split(":", 1)[1]))
-    raise ValueError(f"unknown model {model!r}; use 'random-projection' or 'random-projection:SEED'")
+    from encoders.learned import LearnedHasher  # torch is imported only when needed
+
+    if model in (None, "", "default", "learned"):
+        return LearnedHasher()
+    if model.endswith(".pt"):
+        return LearnedHasher(model)
+    raise ValueError(f"unknown model {model!r}; use 'learned', a .pt weights file, 'random-projection' or "
+                     f"'random-projection:SEED'")

@@ -54,10 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-duration", type=float, default=60.0, help="seconds kept of each piece")
     _run_args(demo)
 
-    train = sub.add_parser("train", help="train the learned encoders (not available yet)",
-                           description="Training the learned hash encoders is not available in this release; "
-                                       "the pipeline uses the random-projection baseline.")
-    train.add_argument("--out", help="where to write the weights")
+    train = sub.add_parser("train", help="train the learned hash encoders",
+                           description="Train the learned hash encoders (frame and sequence networks for audio and "
+                                       "MIDI) on the training split of the Debian MIDI collections; with the "
+                                       "defaults this reproduces the shipped weights. Writes WEIGHTS.pt and "
+                                       "WEIGHTS.json (configuration and losses); pass the .pt file as --model.")
+    train.add_argument("--out", default=None, help="where to write the weights (default: the shipped model's path)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--frame-steps", type=int, default=None, help="phase-1 optimisation steps")
+    train.add_argument("--sequence-steps", type=int, default=None, help="phase-2 optimisation steps")
+    train.add_argument("--versions", type=int, default=None, help="corrupted renderings per training piece")
+    train.add_argument("--frames-from", default=None,
+                       help="reuse the frame encoders of these weights and train only the sequence encoders")
     return parser
 
 
@@ -96,6 +104,19 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
     print(text)
 
 
+def _train(args: argparse.Namespace) -> None:
+    from encoders.learned import DEFAULT_WEIGHTS
+    from encoders.train import TrainConfig, train
+
+    cfg = TrainConfig(seed=args.seed)
+    for name in ("frame_steps", "sequence_steps", "versions"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    path = train(args.out or DEFAULT_WEIGHTS, cfg, log=lambda line: print(line, flush=True),
+                 frames_from=args.frames_from)
+    print(f"mirmatch train: done; use it with --model {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
@@ -112,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(query(args.dir, args.sql, args.max_rows))
         elif args.command == "train":
-            print("mirmatch train: learned encoders are not available in this release; the pipeline uses "
-                  "the random-projection hashes (--model random-projection[:SEED])", file=sys.stderr)
-            return 2
+            _train(args)
     except KeyboardInterrupt:
         print("mirmatch: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,59 @@
+"""Entry point of the Dataflow flex template (FLEX_TEMPLATE_PYTHON_PY_FILE in deploy/Dockerfile).
+
+The template launcher calls ``python flex_main.py --audio=... --midi=... --out=... [--top_k=K]`` followed by the
+Dataflow options of the job (``--runner``, ``--project``, ``--region``, ``--temp_location``,
+``--sdk_container_image``, ...). This maps the template parameters onto the options of ``mirmatch run``, builds
+the same pipeline, submits it and exits without waiting: the launcher must return for the job to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+#: template parameter name -> `mirmatch run` option (parameter names may not contain '-')
+PARAMETERS = {"--top_k": "--top-k"}
+
+
+def translate(argv: list[str]) -> list[str]:
+    """The template's arguments as `mirmatch run` arguments (``--top_k=5`` -> ``--top-k=5``)."""
+    out = ["run"]
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        out.append(PARAMETERS.get(name, name) + sep + value)
+    return out
+
+
+def parse(argv: list[str]):
+    """(RunConfig, Beam options) for the template's arguments, parsed by the `mirmatch run` parser."""
+    from pipelines.cli import build_parser
+    from pipelines.pipeline import RunConfig
+
+    args, beam_args = build_parser().parse_known_args(translate(argv))
+    cfg = RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k, n_candidates=args.candidates,
+                    n_refine=args.refine, model=args.model, beam_args=beam_args)
+    return cfg, beam_args
+
+
+def launch(argv: list[str]) -> None:
+    """Expand the inputs, replace earlier tables under --out, submit the job and return at once."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.pipeline import build_pipeline, clear_outputs, input_elements
+    from pipelines.sources import expand_patterns
+
+    cfg, beam_args = parse(argv)
+    inputs = input_elements(expand_patterns(cfg.audio), expand_patterns(cfg.midi))
+    if not inputs:
+        raise SystemExit("mirmatch: error: no input files: check the audio and midi parameters")
+    logging.info("mirmatch: submitting %d files into %s", len(inputs), cfg.out)
+    clear_outputs(cfg.out)
+    p = beam.Pipeline(options=PipelineOptions(beam_args))
+    build_pipeline(p, inputs, cfg)
+    p.run()  # no wait_until_finish(): it would keep the launcher from returning
+
+
+if __name__ == "__main__":
+    logging.getLogger().setLevel(logging.INFO)
+    launch(sys.argv[1:])
