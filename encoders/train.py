@@ -197,7 +197,8 @@ def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log
     meta = {"config": asdict(cfg), "pieces": n_pieces, "renderings": len(pairs),
             "final_frame_loss": float(np.mean(frame_losses[-100:])),
             "final_sequence_loss": float(np.mean(sequence_losses[-100:])),
-            "seconds": round(time.monotonic() - started), "torch": torch.__version__}
+            "seconds": round(time.monotonic() - started), "torch": torch.__version__,
+            **({"frames_from": str(frames_from)} if frames_from is not None else {})}
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {meta['seconds']} s")
     return out
