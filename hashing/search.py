@@ -6,15 +6,26 @@ import faiss
 import numpy as np
 
 
-class HammingIndex:
-    """Exact Hamming kNN over packed codes (uint8 rows, bits = 8 * row width), faiss IndexBinaryFlat."""
+def gpu_available() -> bool:
+    """Whether this faiss build (faiss-gpu) sees a GPU."""
+    return hasattr(faiss, "GpuIndexBinaryFlat") and faiss.get_num_gpus() > 0
 
-    def __init__(self, codes: np.ndarray):
+
+class HammingIndex:
+    """Exact Hamming kNN over packed codes (uint8 rows, bits = 8 * row width), faiss IndexBinaryFlat.
+
+    With ``use_gpu=None`` (default) the search runs on a GPU when faiss-gpu sees one
+    (``GpuIndexBinaryFlat``, same results), on the CPU otherwise.
+    """
+
+    def __init__(self, codes: np.ndarray, use_gpu: bool | None = None):
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if codes.ndim != 2:
             raise ValueError(f"codes must be a 2-D uint8 array, got shape {codes.shape}")
         self.n_bits = codes.shape[1] * 8
         self.index = faiss.IndexBinaryFlat(self.n_bits)
+        if use_gpu or (use_gpu is None and gpu_available()):
+            self.index = faiss.GpuIndexBinaryFlat(faiss.StandardGpuResources(), self.n_bits)
         if len(codes):
             self.index.add(codes)
 
@@ -22,8 +33,13 @@ class HammingIndex:
         return self.index.ntotal
 
     def to_bytes(self) -> bytes:
-        """The faiss index, serialised (``faiss.serialize_index_binary``)."""
-        return faiss.serialize_index_binary(self.index).tobytes()
+        """The faiss index, serialised (``faiss.serialize_index_binary``; a GPU index is copied to the CPU)."""
+        index = self.index
+        if not isinstance(index, faiss.IndexBinaryFlat):
+            cpu = faiss.IndexBinaryFlat(self.n_bits)
+            index.copyTo(cpu)
+            index = cpu
+        return faiss.serialize_index_binary(index).tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> HammingIndex:
