@@ -10,7 +10,8 @@ from encoders.cover import ftm2d_embedding
 from encoders.features import FRAME_RATE, Features, audio_features
 from encoders.media import MediaError, content_id, decode_audio, midi_duration, parse_midi
 from encoders.render import render_midi
-from encoders.structure import Segment, laplacian_segments
+from encoders.structure import Segment
+from encoders.structure_learned import learned_segments
 
 MODALITIES = ("audio", "midi")
 
@@ -63,5 +64,5 @@ def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis
         frame_codes=frame_codes,
         track_code=track_code,
         cover_embedding=ftm2d_embedding(features.chroma[:n_frames], FRAME_RATE, beats),
-        segments=laplacian_segments(cqt, features.frame_times[:n_frames], float(duration), beats),
+        segments=learned_segments(cqt, features.frame_times[:n_frames], float(duration), beats),
     )
