@@ -114,23 +114,30 @@ def _finite(features: np.ndarray) -> np.ndarray:
     return np.where(ok, feats, feats[ok].min() if ok.any() else 0.0)
 
 
-def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> np.ndarray | None:
-    """Per-beat section-type ids from the Laplacian decomposition; None if the graph is degenerate."""
+def recurrence_graph(x: np.ndarray) -> np.ndarray:
+    """Time-lag filtered, symmetric recurrence affinity between beat features x (n, d)."""
     n = x.shape[0]
     width = min(_REC_WIDTH, (n - 1) // 2 - 1)
     rec = librosa.segment.recurrence_matrix(x.T, width=width, mode="affinity", sym=True)
     rec = np.nan_to_num(rec, nan=0.0, posinf=0.0, neginf=0.0)
     rec_f = librosa.segment.timelag_filter(scipy.ndimage.median_filter)(rec, size=_TIMELAG_SIZE)
-    rec_f = 0.5 * (rec_f + rec_f.T)  # the filter's edge handling breaks symmetry near the borders
+    return 0.5 * (rec_f + rec_f.T)  # the filter's edge handling breaks symmetry near the borders
 
-    # Local (sequence) graph: adjacent beats weighted by feature similarity.
+
+def path_graph(x: np.ndarray) -> np.ndarray:
+    """Local (sequence) graph: adjacent beats weighted by feature similarity."""
     path_dist = np.sum(np.diff(x, axis=0) ** 2, axis=1)
     sigma = np.median(path_dist)
     if sigma <= 0:
         sigma = path_dist.mean() if path_dist.mean() > 0 else 1.0
     path_sim = np.exp(-path_dist / sigma)
-    rec_path = np.diag(path_sim, k=1) + np.diag(path_sim, k=-1)
+    return np.diag(path_sim, k=1) + np.diag(path_sim, k=-1)
 
+
+def laplacian_labels(rec_f: np.ndarray, rec_path: np.ndarray, n_sections: int | None,
+                     max_sections: int) -> np.ndarray | None:
+    """Per-beat section-type ids from a recurrence and a path graph; None if the graph is degenerate."""
+    n = rec_f.shape[0]
     # Balance the two graphs so that both contribute equally to node degrees (mu* of McFee & Ellis).
     deg_path, deg_rec = rec_path.sum(axis=1), rec_f.sum(axis=1)
     if deg_rec.sum() <= _EPS:
@@ -146,6 +153,11 @@ def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> 
     norm = np.cumsum(evecs**2, axis=1) ** 0.5
     emb = evecs[:, :k] / np.maximum(norm[:, k - 1 : k], _EPS)
     return KMeans(n_clusters=k, n_init=10, random_state=_RANDOM_STATE).fit_predict(emb)
+
+
+def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> np.ndarray | None:
+    """Per-beat section-type ids from the Laplacian decomposition; None if the graph is degenerate."""
+    return laplacian_labels(recurrence_graph(x), path_graph(x), n_sections, max_sections)
 
 
 def _choose_k(evals: np.ndarray, max_k: int) -> int:

@@ -20,68 +20,23 @@ from __future__ import annotations
 
 import librosa
 import numpy as np
-import scipy.linalg
-import scipy.ndimage
-import scipy.sparse.csgraph
-from sklearn.cluster import KMeans
 
 from encoders.segment_embedding import SegmentEmbeddingNet, embed_beats
 from encoders.structure import (
-    _EPS,
-    _EVEC_SMOOTH,
     _MAX_BEATS,
     _MIN_BEATS,
-    _RANDOM_STATE,
-    _REC_WIDTH,
-    _TIMELAG_SIZE,
     Segment,
-    _choose_k,
     _finite,
     _to_segments,
     beat_sync,
+    laplacian_labels,
+    path_graph,
+    recurrence_graph,
 )
 
 __all__ = ["FEATURES", "learned_segments", "segments_from_beat_features"]
 
 FEATURES = ("fused", "learned", "cqt")
-
-
-def _recurrence(x: np.ndarray) -> np.ndarray:
-    """Time-lag filtered, symmetric recurrence affinity of beat features x (n, d), as the baseline's."""
-    n = x.shape[0]
-    width = min(_REC_WIDTH, (n - 1) // 2 - 1)
-    rec = librosa.segment.recurrence_matrix(x.T, width=width, mode="affinity", sym=True)
-    rec = np.nan_to_num(rec, nan=0.0, posinf=0.0, neginf=0.0)
-    rec_f = librosa.segment.timelag_filter(scipy.ndimage.median_filter)(rec, size=_TIMELAG_SIZE)
-    return 0.5 * (rec_f + rec_f.T)
-
-
-def _path_graph(x: np.ndarray) -> np.ndarray:
-    """Adjacent beats weighted by feature similarity, as the baseline's."""
-    path_dist = np.sum(np.diff(x, axis=0) ** 2, axis=1)
-    sigma = np.median(path_dist)
-    if sigma <= 0:
-        sigma = path_dist.mean() if path_dist.mean() > 0 else 1.0
-    path_sim = np.exp(-path_dist / sigma)
-    return np.diag(path_sim, k=1) + np.diag(path_sim, k=-1)
-
-
-def _labels(rec_f: np.ndarray, rec_path: np.ndarray, n_sections: int | None, max_sections: int) -> np.ndarray | None:
-    """Per-beat section ids from the two graphs (the baseline's Laplacian steps); None if degenerate."""
-    n = rec_f.shape[0]
-    deg_path, deg_rec = rec_path.sum(axis=1), rec_f.sum(axis=1)
-    if deg_rec.sum() <= _EPS:
-        return None
-    mu = deg_path.dot(deg_path + deg_rec) / np.sum((deg_path + deg_rec) ** 2)
-    graph = mu * rec_f + (1 - mu) * rec_path
-    n_eig = min(n, max_sections + 1 if n_sections is None else n_sections)
-    lap = scipy.sparse.csgraph.laplacian(graph, normed=True)
-    evals, evecs = scipy.linalg.eigh(lap, subset_by_index=[0, n_eig - 1])
-    k = _choose_k(evals, n_eig - 1) if n_sections is None else n_eig
-    evecs = scipy.ndimage.median_filter(evecs, size=(_EVEC_SMOOTH, 1))
-    norm = np.cumsum(evecs**2, axis=1) ** 0.5
-    emb = evecs[:, :k] / np.maximum(norm[:, k - 1 : k], _EPS)
-    return KMeans(n_clusters=k, n_init=10, random_state=_RANDOM_STATE).fit_predict(emb)
 
 
 def _coarsen(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -123,10 +78,10 @@ def segments_from_beat_features(rec_feats: np.ndarray, beat_starts: np.ndarray, 
     path_x = rec_x if path_x is None else path_x
     if _constant(rec_x) or _constant(path_x) or (fuse_x is not None and _constant(fuse_x)):
         return single
-    rec = _recurrence(rec_x)
+    rec = recurrence_graph(rec_x)
     if fuse_x is not None:
-        rec = np.sqrt(rec * _recurrence(fuse_x))
-    labels = _labels(rec, _path_graph(path_x), n_sections, max_sections)
+        rec = np.sqrt(rec * recurrence_graph(fuse_x))
+    labels = laplacian_labels(rec, path_graph(path_x), n_sections, max_sections)
     if labels is None:
         return single
     return _to_segments(labels, beat_starts, duration, min_segment_s)
