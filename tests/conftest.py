@@ -46,6 +46,19 @@ def read_table(out: str | Path, table: str) -> list[dict]:
     return rows
 
 
+def assert_true_pairs_first(matches: list[dict], truth: dict) -> None:
+    """Every true pair of ``truth`` is at rank 1 with is_match, and no other pair has is_match."""
+    best = {m["midi_uri"]: m for m in matches if m["rank"] == 1}
+    for pair in truth["pairs"]:
+        top = best[pair["midi"]]
+        assert top["audio_uri"] == pair["audio"], f"wrong rank-1 audio for {pair['midi']}"
+        assert top["is_match"] and top["confidence"] > 0.5
+    true_pairs = {(p["midi"], p["audio"]) for p in truth["pairs"]}
+    false = [(m["midi_uri"], m["audio_uri"]) for m in matches
+             if m["is_match"] and (m["midi_uri"], m["audio_uri"]) not in true_pairs]
+    assert not false, f"false matches: {false}"
+
+
 @pytest.fixture(scope="session")
 def pipeline_out(tiny_corpus, bad_inputs, tmp_path_factory) -> Path:
     """The output folder of one real `mirmatch run` on the DirectRunner over the tiny corpus + bad inputs."""

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED, read_table
+from tests.conftest import SHARED, assert_true_pairs_first, read_table
 
 
 def n_inputs(tiny_corpus, bad_inputs) -> int:
@@ -39,15 +39,7 @@ def test_bad_inputs_explained(pipeline_out, bad_inputs):
 
 def test_true_pairs_rank_first_and_no_false_matches(pipeline_out, tiny_corpus):
     matches = read_table(pipeline_out, "matches")
-    best = {m["midi_uri"]: m for m in matches if m["rank"] == 1}
-    for pair in tiny_corpus["pairs"]:
-        top = best[pair["midi"]]
-        assert top["audio_uri"] == pair["audio"], f"wrong rank-1 audio for {pair['midi']}"
-        assert top["is_match"] and top["confidence"] > 0.5
-    true_pairs = {(p["midi"], p["audio"]) for p in tiny_corpus["pairs"]}
-    false = [(m["midi_uri"], m["audio_uri"]) for m in matches if m["is_match"]
-             and (m["midi_uri"], m["audio_uri"]) not in true_pairs]
-    assert not false
+    assert_true_pairs_first(matches, tiny_corpus)
     for m in matches:
         assert 0.0 <= m["confidence"] <= 1.0 and m["rank"] >= 1
         assert m["midi_start_s"] <= m["midi_end_s"] and m["audio_start_s"] <= m["audio_end_s"]
