@@ -46,6 +46,29 @@ def read_table(out: str | Path, table: str) -> list[dict]:
     return rows
 
 
+def synthetic_form(form: str, section_s: float, rng: np.random.Generator, frame_rate: float, floor: float,
+                   peak: tuple[float, float], noise: float, clip: tuple[float, float] | None = None):
+    """CQT-like frames (48 bins) with a known form: each section type loops its own 4 random 'chords'
+    (1 s each, 5 active bins in ``peak`` over ``floor``), plus Gaussian ``noise``.
+
+    Returns (features (n, 48) float64 or float32 when clipped, frame times, duration)."""
+    patterns = {}
+    for name in sorted(set(form)):
+        chords = np.full((4, 48), floor)
+        for chord in chords:
+            chord[rng.choice(48, 5, replace=False)] = rng.uniform(peak[0], peak[1], 5)
+        patterns[name] = chords
+    duration = section_s * len(form)
+    times = np.arange(int(duration * frame_rate)) / frame_rate
+    section = np.minimum((times // section_s).astype(int), len(form) - 1)
+    chord_idx = (times % section_s).astype(int) % 4
+    feats = np.stack([patterns[form[s]][c] for s, c in zip(section, chord_idx, strict=True)])
+    feats = feats + rng.normal(0.0, noise, feats.shape)
+    if clip is not None:
+        feats = np.clip(feats, *clip).astype(np.float32)
+    return feats, times, duration
+
+
 def assert_true_pairs_first(matches: list[dict], truth: dict) -> None:
     """Every true pair of ``truth`` is at rank 1 with is_match, and no other pair has is_match."""
     best = {m["midi_uri"]: m for m in matches if m["rank"] == 1}

@@ -25,23 +25,13 @@ from encoders.segment_embedding import (
 )
 from encoders.structure import Segment, beat_sync, laplacian_segments
 from encoders.structure_learned import FEATURES, learned_segments
+from tests.conftest import synthetic_form
 
 
 def _synthetic(form: str, section_s: float = 12.0, seed: int = 0, noise: float = 0.03):
     """[0, 1] log-CQT-like frames: each section type loops its own 4 random 'chords' (1 s each)."""
-    rng = np.random.default_rng(seed)
-    patterns = {}
-    for name in sorted(set(form)):
-        chords = np.full((4, 48), 0.1)
-        for chord in chords:
-            chord[rng.choice(48, 5, replace=False)] = rng.uniform(0.7, 1.0, 5)
-        patterns[name] = chords
-    duration = section_s * len(form)
-    times = np.arange(int(duration * FRAME_RATE)) / FRAME_RATE
-    section = np.minimum((times // section_s).astype(int), len(form) - 1)
-    chord_idx = (times % section_s).astype(int) % 4
-    feats = np.stack([patterns[form[s]][c] for s, c in zip(section, chord_idx, strict=True)])
-    feats = np.clip(feats + rng.normal(0.0, noise, feats.shape), 0.0, 1.0).astype(np.float32)
+    feats, times, duration = synthetic_form(form, section_s, np.random.default_rng(seed), FRAME_RATE, 0.1, (0.7, 1.0),
+                                            noise, clip=(0.0, 1.0))
     return feats, times, duration, np.arange(0.0, duration, 0.5)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from encoders.structure import Segment, beat_sync, laplacian_segments
+from tests.conftest import synthetic_form
 
 FPS = 21.5
 N_BINS = 48
@@ -15,19 +16,8 @@ N_BINS = 48
 
 def _synthetic(form: str, section_s: float = 15.0, seed: int = 0, noise_db: float = 2.0):
     """Log-CQT-like frames with a known form: each section type loops its own 4 random 'chords' (1 s each)."""
-    rng = np.random.default_rng(seed)
-    patterns = {}
-    for name in sorted(set(form)):
-        chords = np.full((4, N_BINS), -60.0)
-        for chord in chords:
-            chord[rng.choice(N_BINS, 5, replace=False)] = rng.uniform(-12.0, 0.0, 5)
-        patterns[name] = chords
-    duration = section_s * len(form)
-    times = np.arange(int(duration * FPS)) / FPS
-    section = np.minimum((times // section_s).astype(int), len(form) - 1)
-    chord_idx = (times % section_s).astype(int) % 4
-    feats = np.stack([patterns[form[s]][c] for s, c in zip(section, chord_idx, strict=True)])
-    feats += rng.normal(0.0, noise_db, feats.shape)
+    feats, times, duration = synthetic_form(form, section_s, np.random.default_rng(seed), FPS, -60.0, (-12.0, 0.0),
+                                            noise_db)
     ref_intervals = np.array([[i * section_s, (i + 1) * section_s] for i in range(len(form))])
     return feats, times, duration, ref_intervals, list(form)
 
