@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import median_filter
 
+from hashing.calibration import Calibration
 from hashing.dtw import cosine_cost, dtw
 
 #: Calibration of the cohort-normalised DTW score (``tests/bench/eval_matching.py`` fits it on the
@@ -36,7 +37,7 @@ class PairAlignment:
 def confidence_from_score(score: float | np.ndarray, threshold: float = SCORE_THRESHOLD,
                           scale: float = SCORE_SCALE) -> np.ndarray:
     """Logistic map of a cohort-normalised DTW score to a confidence in [0, 1]."""
-    return 1.0 / (1.0 + np.exp(np.clip((np.asarray(score, dtype=np.float64) - threshold) / scale, -60, 60)))
+    return Calibration(threshold, scale).confidence(score)
 
 
 def cohort_normalise(scores: np.ndarray) -> np.ndarray:
