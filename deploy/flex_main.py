@@ -27,20 +27,21 @@ def translate(argv: list[str]) -> list[str]:
 def parse(argv: list[str]):
     """(RunConfig, Beam options) for the template's arguments, parsed by the `mirmatch run` parser."""
     from pipelines.cli import build_parser
-    from pipelines.pipeline import RunConfig
 
     args, beam_args = build_parser().parse_known_args(translate(argv))
-    cfg = RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k, n_candidates=args.candidates,
-                    n_refine=args.refine, model=args.model, beam_args=beam_args)
+    from pipelines.cli import run_config
+
+    cfg = run_config(args, beam_args)
     return cfg, beam_args
 
 
 def launch(argv: list[str]) -> None:
-    """Expand the inputs, replace earlier tables under --out, submit the job and return at once."""
+    """Expand the inputs, submit the job and return at once (the job publishes its tables at its end)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.pipeline import build_pipeline, clear_outputs, input_elements
+    from pipelines.pipeline import build_pipeline, input_elements
+    from pipelines.runs import remove_incomplete_runs
     from pipelines.sources import expand_patterns
 
     cfg, beam_args = parse(argv)
@@ -48,9 +49,10 @@ def launch(argv: list[str]) -> None:
     if not inputs:
         raise SystemExit("mirmatch: error: no input files: check the audio and midi parameters")
     logging.info("mirmatch: submitting %d files into %s", len(inputs), cfg.out)
-    clear_outputs(cfg.out)
+    remove_incomplete_runs(cfg.out)
     p = beam.Pipeline(options=PipelineOptions(beam_args))
-    build_pipeline(p, inputs, cfg)
+    run_id = build_pipeline(p, inputs, cfg)
+    logging.info("mirmatch: run %s; its tables replace the latest ones when the job completes", run_id)
     p.run()  # no wait_until_finish(): it would keep the launcher from returning
 
 

@@ -2,18 +2,90 @@
 
 from __future__ import annotations
 
+import ast
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from encoders.cover import ftm2d_embedding
-from encoders.features import FRAME_RATE, Features, audio_features
-from encoders.media import MediaError, content_id, decode_audio, midi_duration, parse_midi
+from encoders.features import FRAME_RATE, Features, audio_features, streamed_audio_features
+from encoders.media import (
+    CLIPPED_SHARE_WARNING,
+    LONG_AUDIO_S,
+    SAMPLE_RATE,
+    AudioStats,
+    MediaError,
+    audio_duration,
+    clipped_share,
+    content_id,
+    content_id_of_file,
+    decode_audio,
+    midi_duration,
+    parse_midi,
+    stream_audio,
+)
 from encoders.render import render_midi
 from encoders.structure import Segment
 from encoders.structure_learned import learned_segments
 
 MODALITIES = ("audio", "midi")
+#: Bumped when the analysis changes in a way its code digest would not show (e.g. a dependency's output).
+ANALYSIS_VERSION = 1
+#: The modules whose results the state folder keeps: the per-track analysis and the pair alignment.
+ANALYSIS_ENTRY_POINTS = ("encoders.analyze", "encoders.hashes", "hashing.align")
+_ROOT = Path(__file__).resolve().parents[1]
+_OWN_PACKAGES = ("encoders", "hashing")
+
+
+def analysis_modules(entry_points: tuple[str, ...] = ANALYSIS_ENTRY_POINTS) -> list[str]:
+    """Our modules the analysis runs: the entry points and, transitively, every ``encoders`` or ``hashing``
+    module they import (read from the source, function-level imports included)."""
+    seen: set[str] = set()
+    todo = list(entry_points)
+    while todo:
+        name = todo.pop()
+        path = _ROOT / (name.replace(".", "/") + ".py")
+        if name in seen or not path.is_file():
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            todo += [n for n in names if n.split(".")[0] in _OWN_PACKAGES]
+    return sorted(seen)
+
+
+def analysis_key(model: str | None = None) -> str:
+    """A short digest naming this version of the per-track analysis and pair alignment.
+
+    It covers ANALYSIS_VERSION, the hash model named by ``--model`` (a weights file by content), the
+    shipped weights and the source of every module the analysis runs (``analysis_modules``): results kept
+    in a state folder under one key can be reused exactly, and a change of that code or model starts a
+    new key (training code, the pipeline wiring or the docs do not).
+    """
+    digest = hashlib.blake2b(f"v{ANALYSIS_VERSION}|{model or 'learned'}".encode(), digest_size=8)
+    files = [Path(model)] if model and model.endswith(".pt") else []
+    files += [_ROOT / (name.replace(".", "/") + ".py") for name in analysis_modules()]
+    files += sorted((_ROOT / "encoders" / "weights").glob("*.pt"))
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
+    return digest.hexdigest()
+
+
+@dataclass
+class TrackWarning:
+    """Something wrong with a track that was still analysed (e.g. clipping)."""
+
+    error_type: str
+    message: str
 
 
 @dataclass
@@ -29,23 +101,104 @@ class TrackAnalysis:
     track_code: np.ndarray  # (32,) uint8
     cover_embedding: np.ndarray  # (d,) float32, L2-normalised
     segments: list[Segment] = field(default_factory=list)
+    warnings: list[TrackWarning] = field(default_factory=list)
 
 
 def track_features(data: bytes, modality: str) -> tuple[Features, float]:
     """Decode or render a track and compute its frame features; returns (features, duration_s)."""
+    features, duration, _ = _features_and_warnings(data, modality)
+    return features, duration
+
+
+def _features_and_warnings(data: bytes, modality: str) -> tuple[Features, float, list[TrackWarning]]:
     if modality == "audio":
         y = decode_audio(data)
-        return audio_features(y), len(y) / 22050.0
+        return audio_features(y), len(y) / SAMPLE_RATE, audio_warnings(y)
     if modality == "midi":
         pm = parse_midi(data)
         y = render_midi(pm)
-        return audio_features(y, beat_times=pm.get_beats()), midi_duration(pm)
+        duration = midi_duration(pm)
+        return audio_features(y, beat_times=pm.get_beats()), duration, midi_warnings(pm, duration)
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+
+#: Average notes per second above which a MIDI file gets a warning (dense piano music has ~10-20).
+DENSE_MIDI_NOTES_PER_S = 100.0
+
+
+def midi_warnings(pm, duration_s: float) -> list[TrackWarning]:
+    """Problems of a parsed MIDI file that do not stop its analysis."""
+    n_notes = sum(len(inst.notes) for inst in pm.instruments)
+    rate = n_notes / max(duration_s, 1e-3)
+    if rate > DENSE_MIDI_NOTES_PER_S:
+        return [TrackWarning("DenseMidi", f"{n_notes} notes in {duration_s:.0f} s ({rate:.0f} per second); "
+                             "analysed anyway, but this looks generated rather than a transcription")]
+    return []
+
+
+def audio_warnings(y: np.ndarray | None = None, share: float | None = None) -> list[TrackWarning]:
+    """Problems of a decoded recording (or of its clipped share) that do not stop its analysis."""
+    share = clipped_share(y) if share is None else share
+    if share >= CLIPPED_SHARE_WARNING:
+        return [TrackWarning("ClippedAudio", f"{100 * share:.1f}% of the samples are clipped at full scale; "
+                             "analysed anyway, but matches may be less confident (re-export without clipping)")]
+    return []
 
 
 def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis:
     """Run every per-track stage; raises MediaError for unusable input."""
-    features, duration = track_features(data, modality)
+    features, duration, warnings = _features_and_warnings(data, modality)
+    return analysis_from_features(content_id(data), uri, modality, features, duration, hasher, warnings)
+
+
+#: Structural segmentation compares every beat with every other: long tracks use a coarser grid.
+MAX_STRUCTURE_UNITS = 2048
+
+
+def structure_grid(beats: np.ndarray, duration_s: float, max_units: int = MAX_STRUCTURE_UNITS) -> np.ndarray:
+    """The beat grid the segmentation runs on: the beats, or every k-th beat (or evenly spaced times when
+    there are too few beats) so that there are at most ``max_units`` units, whatever the track's length."""
+    beats = np.asarray(beats, dtype=np.float64)
+    if len(beats) > max_units:
+        return beats[:: -(-len(beats) // max_units)]
+    if len(beats) < 4 and duration_s / 0.5 > max_units:  # the 0.5 s fallback windows would be too many
+        return np.linspace(0.0, duration_s, max_units, endpoint=False)
+    return beats
+
+
+#: Files up to this size are read whole; bigger ones are hashed and decoded block by block.
+IN_MEMORY_BYTES = 64 << 20
+
+
+def analyze_source(source: bytes | BinaryIO, uri: str, modality: str, hasher, track_id: str | None = None
+                   ) -> TrackAnalysis:
+    """``analyze_track`` of a file's bytes or of an open file; recordings longer than LONG_AUDIO_S are
+    decoded and analysed block by block (``analyze_long_audio``), so memory stays bounded."""
+    if isinstance(source, bytes | bytearray):
+        return analyze_track(bytes(source), uri, modality, hasher)
+    track_id = track_id or content_id_of_file(source)
+    if modality == "midi":
+        size = source.seek(0, 2)
+        raise MediaError(f"MIDI file of {size / 2**20:.0f} MB is far too big for a score; is it a MIDI file?",
+                         "TooLarge")
+    if audio_duration(source) > LONG_AUDIO_S:
+        return analyze_long_audio(source, uri, hasher, track_id)
+    source.seek(0)
+    return analyze_track(source.read(), uri, modality, hasher)
+
+
+def analyze_long_audio(f: BinaryIO, uri: str, hasher, track_id: str) -> TrackAnalysis:
+    """Analyse a long recording from an open file in bounded memory: blocks are decoded, resampled and
+    turned into CQT frames one after another (``encoders.features.streamed_audio_features``)."""
+    stats = AudioStats()
+    features = streamed_audio_features(stream_audio(f, stats=stats))
+    return analysis_from_features(track_id, uri, "audio", features, stats.samples / SAMPLE_RATE, hasher,
+                                  audio_warnings(share=stats.clipped_share))
+
+
+def analysis_from_features(track_id: str, uri: str, modality: str, features: Features, duration: float,
+                           hasher, warnings: list[TrackWarning] | None = None) -> TrackAnalysis:
+    """Codes, version embedding and sections of a track whose frame features are known."""
     n_frames = min(len(features.cqt), int(np.ceil(duration * FRAME_RATE)) + 1)
     if n_frames < 8:
         raise MediaError(f"track too short to analyse ({duration:.2f} s)", "TooShort")
@@ -56,7 +209,7 @@ def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis
     else:
         frame_codes, track_code = hasher.frame_codes(cqt, modality), hasher.track_code(cqt, modality)
     return TrackAnalysis(
-        track_id=content_id(data),
+        track_id=track_id,
         uri=uri,
         modality=modality,
         duration_s=float(duration),
@@ -64,5 +217,7 @@ def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis
         frame_codes=frame_codes,
         track_code=track_code,
         cover_embedding=ftm2d_embedding(features.chroma[:n_frames], FRAME_RATE, beats),
-        segments=learned_segments(cqt, features.frame_times[:n_frames], float(duration), beats),
+        segments=learned_segments(cqt, features.frame_times[:n_frames], float(duration),
+                                  structure_grid(beats, float(duration))),
+        warnings=list(warnings or []),
     )

@@ -21,6 +21,8 @@ from encoders.hashes import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32
 MODALITIES = ("audio", "midi")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v1.pt"
+EMBED_CHUNK_FRAMES = 8192  # frames per forward pass of the frame encoders (a multiple of DOWNSAMPLE)
+EMBED_CONTEXT_FRAMES = 64  # frames of context on each side of a chunk (a multiple of DOWNSAMPLE)
 
 
 def standardise_cqt(cqt: np.ndarray) -> np.ndarray:
@@ -138,9 +140,21 @@ class LearnedHasher:
         n = len(x)
         padded = np.zeros((max(1, -(-n // DOWNSAMPLE)) * DOWNSAMPLE, x.shape[1]), np.float32)
         padded[:n] = x
+        net = self.nets.frame[modality]
         with torch.inference_mode():
-            h, codes = self.nets.frame[modality](torch.from_numpy(padded).unsqueeze(0).to(self.device))
-        return h, codes
+            if len(padded) <= EMBED_CHUNK_FRAMES:
+                return net(torch.from_numpy(padded).unsqueeze(0).to(self.device))
+            # Long tracks: chunks with enough context on each side that their codes equal a single pass's
+            # (the receptive field is ~22 frames), so memory stays bounded whatever the length.
+            hs, codes = [], []
+            for start in range(0, len(padded), EMBED_CHUNK_FRAMES):
+                lo, end = max(0, start - EMBED_CONTEXT_FRAMES), min(len(padded), start + EMBED_CHUNK_FRAMES)
+                h, c = net(torch.from_numpy(padded[lo:min(len(padded), end + EMBED_CONTEXT_FRAMES)])
+                           .unsqueeze(0).to(self.device))
+                first = (start - lo) // DOWNSAMPLE
+                hs.append(h[:, first:first + (end - start) // DOWNSAMPLE])
+                codes.append(c[:, first:first + (end - start) // DOWNSAMPLE])
+            return torch.cat(hs, 1), torch.cat(codes, 1)
 
     def frame_codes(self, cqt: np.ndarray, modality: str = "audio") -> np.ndarray:
         """(n_frames, 48) log-CQT -> (ceil(n_frames / 8),) uint32 codes."""

@@ -23,6 +23,9 @@ SMOOTHING_FRAMES = 9  # median filter along time (~0.4 s): keeps sustained pitch
 #: mean alignment error 43 -> 31 ms on the demo corpus), the others keep the coarse one.
 REFINE_MIN_CONFIDENCE = 0.01
 MAX_MAP_POINTS = 512
+#: Pairs with more DTW cells than this (e.g. a score against a three-hour recording) are aligned on frames
+#: averaged k at a time on both sides, so memory stays bounded (~0.3 GB); tempo ratios are unchanged.
+MAX_DTW_CELLS = 24_000_000
 
 
 @dataclass
@@ -65,8 +68,27 @@ def alignment_features(cqt: np.ndarray, smoothing: int = SMOOTHING_FRAMES) -> np
     return ((smooth - smooth.mean(axis=0)) / (smooth.std(axis=0) + 1e-6)).astype(np.float32)
 
 
+def pooling_factor(n: int, m: int, max_cells: int | None = None) -> int:
+    """The smallest k such that (n / k) * (m / k) DTW cells fit in ``max_cells`` (default MAX_DTW_CELLS)."""
+    return max(1, int(np.ceil(np.sqrt(n * m / (max_cells or MAX_DTW_CELLS)))))
+
+
+def pool_frames(x: np.ndarray, k: int) -> np.ndarray:
+    """Average consecutive groups of ``k`` frames (the last group may be shorter)."""
+    if k <= 1:
+        return x
+    n = -(-len(x) // k)
+    padded = np.concatenate([x, np.repeat(x[-1:], n * k - len(x), axis=0)])
+    return padded.reshape(n, k, x.shape[1]).mean(axis=1).astype(x.dtype)
+
+
 def _subsequence_path(midi_f: np.ndarray, audio_f: np.ndarray):
-    """Subsequence DTW of the shorter sequence inside the longer; returns (result, midi_idx, audio_idx)."""
+    """Subsequence DTW of the shorter sequence inside the longer; returns (result, midi_idx, audio_idx)
+    in frames of the inputs (pooled when the pair is too big, ``pooling_factor``)."""
+    k = pooling_factor(len(midi_f), len(audio_f))
+    if k > 1:
+        result, midi_idx, audio_idx = _subsequence_path(pool_frames(midi_f, k), pool_frames(audio_f, k))
+        return result, midi_idx * k + (k - 1) / 2, audio_idx * k + (k - 1) / 2
     midi_first = len(midi_f) <= len(audio_f)
     short, long_ = (midi_f, audio_f) if midi_first else (audio_f, midi_f)
     result = dtw(cosine_cost(short, long_), subsequence=True)

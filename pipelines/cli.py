@@ -17,6 +17,14 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", type=int, default=10,
                         help="of those, how many hash-sequence DTW keeps for CQT alignment (default 10)")
     parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
+    parser.add_argument("--state", default="", metavar="DIR",
+                        help="results kept between runs, reused for files whose content is unchanged "
+                             "(default: OUT/_state)")
+    parser.add_argument("--no-state", action="store_true", help="analyse everything afresh and keep nothing")
+    parser.add_argument("--run-id", default=None,
+                        help="name of this run's history partition (default: its UTC start time)")
+    parser.add_argument("--no-history", action="store_true",
+                        help="keep only the latest tables, not OUT/history/<table>/run=<id>/")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
 
@@ -66,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--versions", type=int, default=None, help="corrupted renderings per training piece")
     train.add_argument("--frames-from", default=None,
                        help="reuse the frame encoders of these weights and train only the sequence encoders")
+    train.add_argument("--cover", action="store_true", help="train the version (cover) embedding instead: triplet "
+                       "loss on music21 tune families; writes encoders/weights/cover-embedding-v1.pt by default")
+    train.add_argument("--cover-steps", type=int, default=None, help="optimisation steps of the cover embedding")
     return parser
 
 
@@ -79,15 +90,33 @@ def _quiet_beam(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
-def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
-    from pipelines.pipeline import RunConfig, run
+def run_config(args: argparse.Namespace, beam_args: list[str]):
+    """The RunConfig for parsed `mirmatch run` (or `demo`) arguments."""
+    from pipelines.pipeline import RunConfig
 
-    cfg = RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k,
-                    n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args)
+    return RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k,
+                     n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args,
+                     state=None if args.no_state else args.state, run_id=args.run_id,
+                     history=not args.no_history)
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
+    from pipelines.pipeline import run
+
     print(f"mirmatch: running on {args.out} ...", file=sys.stderr, flush=True)
-    counters = run(cfg)
+    counters = run(run_config(args, beam_args))
     print("mirmatch: done " + json.dumps(counters), file=sys.stderr)
+    print(summary_line(counters), file=sys.stderr)
     return counters
+
+
+def summary_line(counters: dict) -> str:
+    """What the run did, in words: how much was computed and how much reused."""
+    c = counters
+    return (f"mirmatch: {c.get('tracks_ok', 0)} tracks ok, {c.get('tracks_error', 0)} failed (see errors); "
+            f"analysed {c.get('tracks_analyzed', 0)}, reused {c.get('tracks_reused', 0)}; aligned "
+            f"{c.get('pairs_aligned', 0)} pairs, reused {c.get('pairs_reused', 0)}; {c.get('matches', 0)} "
+            f"matches; {c.get('seconds', 0)} s")
 
 
 def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
@@ -105,6 +134,15 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    if args.cover:
+        from encoders.cover_model import DEFAULT_WEIGHTS as COVER_WEIGHTS
+        from encoders.cover_train import train_and_save
+
+        steps = {} if args.cover_steps is None else {"steps": args.cover_steps}
+        meta = train_and_save(args.out or COVER_WEIGHTS, seed=args.seed, log=lambda line: print(line, flush=True),
+                              **steps)
+        print(f"mirmatch train --cover: done; clustering threshold {meta['cluster_similarity']}")
+        return
     from encoders.learned import DEFAULT_WEIGHTS
     from encoders.train import TrainConfig, train
 

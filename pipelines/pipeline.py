@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from encoders.media import MIDI_EXTENSIONS
+from pipelines.runs import new_run_id, publish_run, remove_incomplete_runs, staged_folder
 from pipelines.schemas import TABLES
 from pipelines.sources import expand_patterns
 from pipelines.stages import (
@@ -31,6 +33,9 @@ from pipelines.stages import (
 
 log = logging.getLogger("mirmatch")
 
+STATE_DIR = "_state"
+OUTPUTS = ("tracks", "errors", "segments", "matches", "alignments", "clusters")
+
 
 @dataclass
 class RunConfig:
@@ -45,10 +50,14 @@ class RunConfig:
     model: str | None = None
     cluster_similarity: float = 0.95
     beam_args: list[str] = field(default_factory=list)
+    state: str | None = ""  # results kept between runs; "" = OUT/_state, None = keep nothing
+    run_id: str | None = None  # default: the start time (pipelines.runs.new_run_id)
+    history: bool = True  # keep each run's tables in OUT/history/<table>/run=<id>/
 
-
-def table_path(out: str, table: str) -> str:
-    return FileSystems.join(out, table)
+    def state_folder(self) -> str | None:
+        if self.state is None:
+            return None
+        return self.state or FileSystems.join(self.out, STATE_DIR)
 
 
 def input_elements(audio: list[str], midi: list[str]) -> list[tuple[str, str]]:
@@ -60,25 +69,30 @@ def input_elements(audio: list[str], midi: list[str]) -> list[tuple[str, str]]:
     return sorted(modality.items())
 
 
-def clear_outputs(out: str) -> None:
-    """Remove the tables of an earlier run into ``out`` so a rerun replaces, never appends."""
-    existing = [table_path(out, t) for t in (*TABLES, INDEX_DIR) if FileSystems.exists(table_path(out, t))]
-    if existing:
-        FileSystems.delete(existing)
+def write_table(pcoll: beam.PCollection, folder: str, table: str) -> beam.PCollection:
+    """Write ``pcoll`` as Parquet files into ``folder``; returns the written file names."""
+    return pcoll | f"Write {table}" >> beam.io.WriteToParquet(
+        FileSystems.join(folder, "part"), TABLES[table], file_name_suffix=".parquet")
 
 
-def write_table(pcoll: beam.PCollection, out: str, table: str) -> None:
-    pcoll | f"Write {table}" >> beam.io.WriteToParquet(
-        FileSystems.join(table_path(out, table), "part"), TABLES[table], file_name_suffix=".parquet")
+def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConfig, run_id: str | None = None,
+                   analysis_key: str | None = None) -> str:
+    """Add every stage of `mirmatch run` to ``p``; returns the run id.
 
+    Tables go to this run's partitions; a last step, once every table is written, publishes them as the
+    latest tables and records the run (pipelines.runs), so this works the same on every runner.
+    """
+    from encoders.analyze import analysis_key as current_analysis_key
 
-def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConfig) -> None:
-    """Add every stage of `mirmatch run` to ``p``."""
+    run_id = run_id or new_run_id()
+    analysis_key = analysis_key or current_analysis_key(cfg.model)
+    started_at = dt.datetime.now(dt.UTC)
+    state = cfg.state_folder()
     analyzed = (
         p
         | "Inputs" >> beam.Create(inputs)
         | "Spread inputs" >> beam.Reshuffle()
-        | "Analyze tracks" >> beam.ParDo(AnalyzeTrack(cfg.model)).with_outputs(
+        | "Analyze tracks" >> beam.ParDo(AnalyzeTrack(cfg.model, state, analysis_key, len(inputs))).with_outputs(
             TRACKS, ERRORS, SEGMENTS, main=FEATURES)
     )
     features = analyzed[FEATURES]
@@ -92,16 +106,17 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
         | "Hash cascade" >> beam.ParDo(ProposeCandidates(cfg.n_candidates, cfg.n_refine),
                                        beam.pvalue.AsList(audio_db))
     )
-    out = cfg.out
-    _ = (
+    index_folder = staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history)
+    index_files = (
         p
         | "Index trigger" >> beam.Create([None])
-        | "Write audio index" >> beam.FlatMap(lambda _, db: write_audio_index(out, db), beam.pvalue.AsList(audio_db))
+        | "Write audio index" >> beam.FlatMap(lambda _, db: write_audio_index(index_folder, db),
+                                              beam.pvalue.AsList(audio_db))
     )
     ranked = (
         {"audio": audio | "Key audio" >> beam.Map(lambda t: (t.uri, t)), "candidates": candidates}
         | "Join candidates" >> beam.CoGroupByKey()
-        | "DTW refine" >> beam.ParDo(RefineCandidates())
+        | "DTW refine" >> beam.ParDo(RefineCandidates(state, analysis_key))
         | "Group by MIDI" >> beam.GroupByKey()
         | "Rank" >> beam.ParDo(RankMatches(cfg.top_k)).with_outputs("alignments", main="matches")
     )
@@ -119,26 +134,42 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
         | "Cluster" >> beam.FlatMap(lambda _, tracks, edges: cluster_rows(tracks, edges, similarity),
                                     beam.pvalue.AsList(embeddings), beam.pvalue.AsList(match_edges))
     )
+    side: dict[str, beam.pvalue.AsSideInput] = {"written_index": beam.pvalue.AsList(index_files)}
     for table, pcoll in [("tracks", analyzed[TRACKS]), ("errors", analyzed[ERRORS]),
                          ("segments", analyzed[SEGMENTS]), ("matches", ranked.matches),
                          ("alignments", ranked.alignments), ("clusters", clusters)]:
-        write_table(pcoll, cfg.out, table)
+        written = write_table(pcoll, staged_folder(cfg.out, run_id, table, cfg.history), table)
+        side[f"written_{table}"] = beam.pvalue.AsList(written)
+        side[f"rows_{table}"] = beam.pvalue.AsSingleton(pcoll | f"Count {table}" >> beam.combiners.Count.Globally())
+    _ = (
+        p
+        | "Publish trigger" >> beam.Create([None])
+        | "Publish tables" >> beam.Map(publish_run, out=cfg.out, run_id=run_id, tables=[*OUTPUTS, INDEX_DIR],
+                                       history=cfg.history, started_at=started_at, inputs=len(inputs),
+                                       analysis_key=analysis_key, **side)
+    )
+    return run_id
 
 
 def run(cfg: RunConfig) -> dict[str, int]:
-    """Expand inputs, run the pipeline to completion and return its counters."""
+    """Expand inputs, run the pipeline to completion, publish its tables and return its counters."""
+    from encoders.analyze import analysis_key
+
     audio, midi = expand_patterns(cfg.audio), expand_patterns(cfg.midi)
     inputs = input_elements(audio, midi)
     if not inputs:
         raise ValueError("no input files: check the --audio and --midi patterns")
     n_midi = sum(m == "midi" for _, m in inputs)
-    log.info("analysing %d files (%d audio, %d MIDI) into %s", len(inputs), len(inputs) - n_midi, n_midi,
-             cfg.out)
-    clear_outputs(cfg.out)
+    run_id = cfg.run_id or new_run_id()
+    key = analysis_key(cfg.model)
+    state = cfg.state_folder()
+    log.info("mirmatch: run %s: %d files (%d audio, %d MIDI) into %s%s", run_id, len(inputs),
+             len(inputs) - n_midi, n_midi, cfg.out, f", reusing results kept in {state}" if state else "")
+    for folder in remove_incomplete_runs(cfg.out):
+        log.info("mirmatch: removed %s, left by a run that did not complete", folder)
     started = time.monotonic()
-    options = PipelineOptions(cfg.beam_args)
-    p = beam.Pipeline(options=options)
-    build_pipeline(p, inputs, cfg)
+    p = beam.Pipeline(options=PipelineOptions(cfg.beam_args))
+    build_pipeline(p, inputs, cfg, run_id, key)
     result = p.run()
     result.wait_until_finish()
     counters = {"inputs": len(inputs), "seconds": round(time.monotonic() - started, 1)}
@@ -147,4 +178,5 @@ def run(cfg: RunConfig) -> dict[str, int]:
             counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
     except Exception:  # some runners do not report metrics
         pass
+    counters["run_id"] = run_id
     return counters

@@ -31,5 +31,6 @@ TABLES: dict[str, pa.Schema] = {
     ]),
     "errors": pa.schema([
         ("uri", pa.string()), ("stage", pa.string()), ("error_type", pa.string()), ("message", pa.string()),
+        ("severity", pa.string()),  # "error" (the track failed) or "warning" (analysed anyway)
     ]),
 }

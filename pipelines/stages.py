@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
@@ -28,59 +29,126 @@ class Candidate:
     hamming_distance: int
 
 
-def error_row(uri: str, stage: str, error_type: str, message: str) -> dict:
-    return {"uri": uri, "stage": stage, "error_type": error_type, "message": message}
+def error_row(uri: str, stage: str, error_type: str, message: str, severity: str = "error") -> dict:
+    return {"uri": uri, "stage": stage, "error_type": error_type, "message": message, "severity": severity}
+
+
+@dataclass
+class TrackFailure:
+    """Why a track could not be analysed (kept in the state folder like a successful analysis)."""
+
+    stage: str
+    error_type: str
+    message: str
 
 
 class AnalyzeTrack(beam.DoFn):
-    """(uri, modality) -> a `tracks` row, plus segments and features, or an `errors` row."""
+    """(uri, modality) -> a `tracks` row, plus segments and features, or an `errors` row.
 
-    def __init__(self, model: str | None):
-        self.model = model
+    With a state folder, a file whose content (and the analysis version) was seen before is not analysed
+    again: its stored result is reused (``pipelines.state``).
+    """
+
+    def __init__(self, model: str | None, state_root: str | None = None, analysis_key: str | None = None,
+                 total: int | None = None):
+        self.model, self.state_root, self.analysis_key, self.total = model, state_root, analysis_key, total
         self.ok = Metrics.counter("mirmatch", "tracks_ok")
         self.failed = Metrics.counter("mirmatch", "tracks_error")
+        self.analyzed = Metrics.counter("mirmatch", "tracks_analyzed")
+        self.reused = Metrics.counter("mirmatch", "tracks_reused")
+        self.warned = Metrics.counter("mirmatch", "track_warnings")
 
     def setup(self) -> None:
         from encoders.hashes import load_hasher
+        from pipelines.progress import Progress
+        from pipelines.state import StateStore
 
         self.hasher = load_hasher(self.model)
+        self.store = StateStore(self.state_root, self.analysis_key) if self.state_root else None
+        self.progress = Progress("analyse", self.total)
 
     def process(self, element: tuple[str, str]) -> Iterator:
-        from encoders.analyze import analyze_track
-        from encoders.media import MediaError, content_id
-
         uri, modality = element
         track = {"track_id": None, "uri": uri, "modality": modality, "duration_s": None, "status": "error"}
         try:
-            with FileSystems.open(uri) as f:
-                data = f.read()
+            f = FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
+            outcome = TrackFailure("read", "UnreadablePath", _read_error(uri, exc))
+        else:
+            with f:
+                try:
+                    outcome, track["track_id"] = self._outcome(f, uri, modality)
+                except OSError as exc:  # the file went away or broke while being read
+                    outcome = TrackFailure("read", "ReadError", f"reading the file failed: {exc}; retry the run")
+        self.progress.step()
+        if isinstance(outcome, TrackFailure):
             self.failed.inc()
-            yield TaggedOutput(ERRORS, error_row(uri, "read", "UnreadablePath", f"cannot read file: {exc}"))
+            yield TaggedOutput(ERRORS, error_row(uri, outcome.stage, outcome.error_type, outcome.message))
             yield TaggedOutput(TRACKS, track)
             return
-        track["track_id"] = content_id(data)
-        try:
-            result = analyze_track(data, uri, modality, self.hasher)
-        except MediaError as exc:
-            stage = "decode" if modality == "audio" else "parse"
-            self.failed.inc()
-            yield TaggedOutput(ERRORS, error_row(uri, stage, exc.error_type, str(exc)))
-            yield TaggedOutput(TRACKS, track)
-            return
-        except Exception as exc:  # a bug or an input no check anticipated: keep the run going
-            log.exception("analysis of %s failed", uri)
-            self.failed.inc()
-            yield TaggedOutput(ERRORS, error_row(uri, "analyze", type(exc).__name__, str(exc)))
-            yield TaggedOutput(TRACKS, track)
-            return
+        result = replace(outcome, uri=uri)  # the same content may have moved or been copied
         self.ok.inc()
         track.update(duration_s=result.duration_s, status="ok")
         yield TaggedOutput(TRACKS, track)
+        for warning in result.warnings:
+            self.warned.inc()
+            yield TaggedOutput(ERRORS, error_row(uri, "check", warning.error_type, warning.message, "warning"))
         for i, seg in enumerate(result.segments):
             yield TaggedOutput(SEGMENTS, {"track_id": result.track_id, "uri": uri, "segment_index": i,
                                           "start_s": seg.start_s, "end_s": seg.end_s, "label": seg.label})
         yield result
+
+    def _outcome(self, f, uri: str, modality: str) -> tuple[object, str]:
+        """(TrackAnalysis or TrackFailure, track id) of an open file: kept from an earlier run, or computed.
+
+        Small files are read whole; big ones are hashed and decoded block by block."""
+        from encoders.analyze import IN_MEMORY_BYTES
+        from encoders.media import content_id, content_id_of_file
+
+        size = f.seek(0, 2)
+        f.seek(0)
+        source = f.read() if size <= IN_MEMORY_BYTES else f
+        track_id = content_id(source) if isinstance(source, bytes) else content_id_of_file(f)
+        outcome = self.store.load_track(track_id, modality) if self.store else None
+        if outcome is not None:
+            self.reused.inc()
+            return outcome, track_id
+        outcome = self._analyze(source, uri, modality, track_id)
+        self.analyzed.inc()
+        if self.store:
+            self.store.save_track(track_id, modality, outcome)
+        return outcome, track_id
+
+    def _analyze(self, source, uri: str, modality: str, track_id: str):
+        """A TrackAnalysis, or a TrackFailure for unusable input (or an unexpected error: the run goes on)."""
+        from encoders.analyze import analyze_source
+        from encoders.media import MediaError
+
+        try:
+            return analyze_source(source, uri, modality, self.hasher, track_id)
+        except MediaError as exc:
+            return TrackFailure("decode" if modality == "audio" else "parse", exc.error_type, str(exc))
+        except MemoryError:
+            return TrackFailure("analyze", "OutOfMemory", "ran out of memory analysing this track; give the "
+                                "workers more memory or split the file")
+        except Exception as exc:  # a bug or an input no check anticipated: keep the run going
+            log.exception("analysis of %s failed", uri)
+            return TrackFailure("analyze", type(exc).__name__, f"{exc} (please report this as a bug)")
+
+
+def _read_error(uri: str, exc: Exception) -> str:
+    """A one-line reason a path could not be read, and what to do."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, IsADirectoryError) or (FileSystems.exists(uri) and not _is_file(uri)):
+        return f"cannot read file: {uri} is a directory; pass the files inside it (e.g. '{uri}/*')"
+    return f"cannot read file: {reason}; check that the path exists and is readable"
+
+
+def _is_file(uri: str) -> bool:
+    try:
+        return bool(FileSystems.match([uri])[0].metadata_list)
+    except Exception:
+        return False
 
 
 class ProposeCandidates(beam.DoFn):
@@ -123,11 +191,11 @@ INDEX_FILE = "audio_track_codes.faissindex"
 DATABASE_FILE = "audio_database.parquet"
 
 
-def write_audio_index(out: str, audio_db: list[tuple]) -> Iterator[str]:
-    """Persist the stage-1 index and the audio database beside the tables, for later runs and tools.
+def write_audio_index(folder: str, audio_db: list[tuple]) -> Iterator[str]:
+    """Persist the stage-1 index and the audio database into ``folder`` (published as ``OUT/index/``).
 
-    ``OUT/index/audio_track_codes.faissindex`` is a faiss IndexBinaryFlat whose row i is row i of
-    ``OUT/index/audio_database.parquet`` (track_id, uri, track_code, frame_codes as little-endian uint32).
+    ``audio_track_codes.faissindex`` is a faiss IndexBinaryFlat whose row i is row i of
+    ``audio_database.parquet`` (track_id, uri, track_code, frame_codes as little-endian uint32).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -136,7 +204,6 @@ def write_audio_index(out: str, audio_db: list[tuple]) -> Iterator[str]:
     from hashing.search import HammingIndex
 
     ordered = sorted(audio_db, key=lambda item: item[0])
-    folder = FileSystems.join(out, INDEX_DIR)
     width = ordered[0][1].shape[0] if ordered else 32
     index = HammingIndex(np.stack([code for _, code, _, _ in ordered]) if ordered else np.zeros((0, width), np.uint8))
     table = pa.table({
@@ -159,21 +226,25 @@ class RefineCandidates(beam.DoFn):
     """(audio uri, {audio: [analysis], candidates: [...]}) -> (midi uri, pair result) by CQT DTW.
 
     All MIDI candidates of one audio track meet here, so their scores are normalised against each other
-    (``hashing.align.cohort_normalise``) before they become confidences.
+    (``hashing.align.cohort_normalise``) before they become confidences. With a state folder, the DTW of
+    a pair aligned in an earlier run is reused; only the cheap normalisation is redone, so the result is
+    the same as a full rebuild even when new candidates join the cohort.
     """
 
-    def __init__(self):
+    def __init__(self, state_root: str | None = None, analysis_key: str | None = None):
+        self.state_root, self.analysis_key = state_root, analysis_key
         self.aligned = Metrics.counter("mirmatch", "pairs_aligned")
+        self.reused = Metrics.counter("mirmatch", "pairs_reused")
+
+    def setup(self) -> None:
+        from pipelines.progress import Progress
+        from pipelines.state import StateStore
+
+        self.store = StateStore(self.state_root, self.analysis_key) if self.state_root else None
+        self.progress = Progress("align", unit="audio tracks")
 
     def process(self, element: tuple[str, dict]) -> Iterator:
-        from encoders.features import FRAME_RATE
-        from hashing.align import (
-            REFINE_MIN_CONFIDENCE,
-            align_pair,
-            cohort_normalise,
-            confidence_from_score,
-            refine_time_map,
-        )
+        from hashing.align import REFINE_MIN_CONFIDENCE, cohort_normalise, confidence_from_score
 
         _, grouped = element
         audios = list(grouped["audio"])
@@ -181,21 +252,53 @@ class RefineCandidates(beam.DoFn):
         if not audios or not candidates:
             return
         audio = audios[0]
-        alignments = [align_pair(c.midi.cqt, audio.cqt, FRAME_RATE) for c in candidates]
-        self.aligned.inc(len(alignments))
-        normalised = cohort_normalise(np.array([a.score for a in alignments]))
+        pairs = [self._pair(c.midi, audio) for c in candidates]
+        normalised = cohort_normalise(np.array([p.alignment.score for p in pairs]))
         confidences = confidence_from_score(normalised)
-        for cand, alignment, conf in zip(candidates, alignments, confidences, strict=True):
+        for cand, pair, conf in zip(candidates, pairs, confidences, strict=True):
             midi = cand.midi
+            midi_times, audio_times = pair.alignment.midi_times_s, pair.alignment.audio_times_s
             if conf >= REFINE_MIN_CONFIDENCE:
-                alignment.midi_times_s, alignment.audio_times_s = refine_time_map(midi.cqt, audio.cqt, FRAME_RATE)
+                midi_times, audio_times = self._refined(pair, midi, audio)
             yield midi.uri, {
                 "midi_id": midi.track_id, "midi_uri": midi.uri, "audio_id": audio.track_id,
-                "audio_uri": audio.uri, "confidence": float(conf), "dtw_score": alignment.score,
+                "audio_uri": audio.uri, "confidence": float(conf), "dtw_score": pair.alignment.score,
                 "hamming_distance": cand.hamming_distance,
-                "midi_times_s": alignment.midi_times_s.tolist(),
-                "audio_times_s": alignment.audio_times_s.tolist(),
+                "midi_times_s": midi_times.tolist(), "audio_times_s": audio_times.tolist(),
             }
+        self.progress.step()
+
+    def _pair(self, midi, audio) -> PairResult:
+        from encoders.features import FRAME_RATE
+        from hashing.align import align_pair
+
+        cached = self.store.load_pair(midi.track_id, audio.track_id) if self.store else None
+        if cached is not None:
+            self.reused.inc()
+            return cached
+        self.aligned.inc()
+        pair = PairResult(align_pair(midi.cqt, audio.cqt, FRAME_RATE))
+        if self.store:
+            self.store.save_pair(midi.track_id, audio.track_id, pair)
+        return pair
+
+    def _refined(self, pair: PairResult, midi, audio) -> tuple[np.ndarray, np.ndarray]:
+        from encoders.features import FRAME_RATE
+        from hashing.align import refine_time_map
+
+        if pair.refined is None:
+            pair.refined = refine_time_map(midi.cqt, audio.cqt, FRAME_RATE)
+            if self.store:
+                self.store.save_pair(midi.track_id, audio.track_id, pair)
+        return pair.refined
+
+
+@dataclass
+class PairResult:
+    """The CQT DTW of one (MIDI, audio) pair, and its sharper time map once it has been needed."""
+
+    alignment: object  # hashing.align.PairAlignment
+    refined: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class RankMatches(beam.DoFn):

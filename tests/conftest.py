@@ -46,6 +46,27 @@ def read_table(out: str | Path, table: str) -> list[dict]:
     return rows
 
 
+OUTPUT_TABLES = ("tracks", "errors", "matches", "alignments", "clusters", "segments")
+
+
+def canonical_rows(folder: str | Path, table: str) -> list[tuple]:
+    """A table's rows, floats rounded to 1e-6, in a fixed order: for comparing two runs."""
+    rows = read_table(folder, table)
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, float):
+                r[k] = round(v, 6)
+            elif isinstance(v, list):
+                r[k] = tuple(round(x, 6) for x in v)
+    return sorted((tuple(sorted(r.items())) for r in rows), key=repr)
+
+
+def assert_same_tables(a: str | Path, b: str | Path) -> None:
+    """Every output table of run folders ``a`` and ``b`` has the same rows."""
+    for table in OUTPUT_TABLES:
+        assert canonical_rows(a, table) == canonical_rows(b, table), table
+
+
 def synthetic_form(form: str, section_s: float, rng: np.random.Generator, frame_rate: float, floor: float,
                    peak: tuple[float, float], noise: float, clip: tuple[float, float] | None = None):
     """CQT-like frames (48 bins) with a known form: each section type loops its own 4 random 'chords'

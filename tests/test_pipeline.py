@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED, assert_true_pairs_first, read_table
+from tests.conftest import SHARED, assert_same_tables, assert_true_pairs_first, read_table
 
 
 def n_inputs(tiny_corpus, bad_inputs) -> int:
@@ -110,18 +110,7 @@ def test_rerun_in_multiprocessing_mode_is_identical(pipeline_out, tiny_corpus, b
     assert main(argv) == 0
     assert main(argv) == 0  # twice into the same folder: no duplicated rows
 
-    def canonical(folder, table):
-        rows = read_table(folder, table)
-        for r in rows:
-            for k, v in r.items():
-                if isinstance(v, float):
-                    r[k] = round(v, 6)
-                elif isinstance(v, list):
-                    r[k] = tuple(round(x, 6) for x in v)
-        return sorted((tuple(sorted(r.items())) for r in rows), key=repr)
-
-    for table in ("tracks", "errors", "matches", "alignments", "clusters", "segments"):
-        assert canonical(out, table) == canonical(pipeline_out, table), table
+    assert_same_tables(out, pipeline_out)
 
 
 def test_audio_index_persisted_beside_the_tables(pipeline_out):

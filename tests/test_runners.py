@@ -15,7 +15,8 @@ import pytest
 from tests.conftest import REPO, assert_true_pairs_first, read_table
 
 STAGES = ["Inputs", "Spread inputs", "Analyze tracks", "Audio only", "MIDI only", "Audio codes", "Batch queries",
-          "Hash cascade", "Write audio index", "Join candidates", "DTW refine", "Group by MIDI", "Rank", "Cluster"]
+          "Hash cascade", "Write audio index", "Join candidates", "DTW refine", "Group by MIDI", "Rank", "Cluster",
+          "Publish tables"]
 TABLES = ["tracks", "errors", "segments", "matches", "alignments", "clusters"]
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "", None}
 
@@ -97,15 +98,17 @@ def test_dataflow_dry_run_builds_the_whole_job_offline(no_network, tmp_path, mon
     missing = [s for s in STAGES + [f"Write {t}" for t in TABLES] if s not in top]
     assert not missing, f"stages missing from the Dataflow job: {missing}; it has {sorted(top)}"
 
-    # Every table is written under --out, one folder per table.
+    # Every table is written to this run's history partition under --out, then published by the last stage.
     patterns = {}
     for t in transforms.values():
         for item in t.display_data:
             labelled = beam_runner_api_pb2.LabelledPayload.FromString(item.payload)
             if labelled.label == "File Pattern":
                 patterns[t.unique_name.split("/")[0]] = labelled.string_value
+    run_id = next(iter(patterns.values())).split("/run=")[1].split("/")[0]
     for table in TABLES:
-        assert patterns[f"Write {table}"].startswith(f"gs://test-bucket/out/{table}/part-"), patterns
+        assert patterns[f"Write {table}"].startswith(
+            f"gs://test-bucket/out/history/{table}/run={run_id}/part-"), patterns
 
     # The workers run the template's image: one Docker environment, nothing left to install at start-up
     # but the pickled main session and the submission's package list (both staged by a real run).

@@ -1,0 +1,84 @@
+"""The state folder and the run history, without Beam."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+
+from pipelines.runs import (
+    completed_runs,
+    new_run_id,
+    publish,
+    record_run,
+    remove_incomplete_runs,
+    staged_folder,
+)
+from pipelines.state import StateStore
+
+
+def test_state_store_round_trip_and_damaged_entries(tmp_path):
+    store = StateStore(str(tmp_path), "key1")
+    value = {"codes": np.arange(5, dtype=np.uint32), "name": "x"}
+    assert store.load_track("ab" * 16, "audio") is None
+    store.save_track("ab" * 16, "audio", value)
+    loaded = store.load_track("ab" * 16, "audio")
+    assert loaded["name"] == "x" and np.array_equal(loaded["codes"], value["codes"])
+    assert store.load_track("ab" * 16, "midi") is None  # the same bytes as MIDI are another entry
+    assert StateStore(str(tmp_path), "key2").load_track("ab" * 16, "audio") is None  # another model version
+    assert not list(tmp_path.rglob("*.tmp-*"))  # written under a temporary name, then renamed
+
+    path = tmp_path / "key1" / "tracks" / "ab" / f"{'ab' * 16}.audio.pkl"
+    path.write_bytes(path.read_bytes()[:10])  # as if truncated
+    assert store.load_track("ab" * 16, "audio") is None  # recomputed, not a crash
+
+    store.save_pair("m" * 32, "a" * 32, (1.5, None))
+    assert store.load_pair("m" * 32, "a" * 32) == (1.5, None)
+
+
+def test_analysis_key_names_code_and_model():
+    from encoders.analyze import analysis_key, analysis_modules
+
+    modules = analysis_modules()
+    assert {"encoders.analyze", "encoders.features", "encoders.learned", "hashing.align", "hashing.dtw"} <= set(modules)
+    assert not {"encoders.train", "encoders.training_data", "encoders.corpus"} & set(modules)
+    assert analysis_key() == analysis_key(None) == analysis_key("learned")
+    assert analysis_key("random-projection") != analysis_key()
+    assert len(analysis_key()) == 16
+
+
+def test_run_ids_sort_by_time():
+    early = new_run_id(dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=dt.UTC))
+    late = new_run_id(dt.datetime(2026, 11, 25, 0, 0, 1, tzinfo=dt.UTC))
+    assert early == "20261124T235959Z" and early < late
+
+
+def test_publish_replaces_latest_and_incomplete_runs_are_removed(tmp_path):
+    out = str(tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    for run_id, rows in (("r1", "one"), ("r2", "two")):
+        folder = tmp_path / "history" / "tracks" / f"run={run_id}"
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_text(rows)
+    publish(out, "r1", ["tracks"])
+    record_run(out, "r1", now, now, 1, "k", {"tracks": 1})
+    assert (tmp_path / "tracks" / "part-0.parquet").read_text() == "one"
+    # r2 never completed (no runs row): the next run removes its partition, r1's stays.
+    assert completed_runs(out) == ["r1"]
+    removed = remove_incomplete_runs(out)
+    assert removed == [staged_folder(out, "r2", "tracks")]
+    assert (tmp_path / "history" / "tracks" / "run=r1").exists()
+    assert not (tmp_path / "history" / "tracks" / "run=r2").exists()
+    assert (tmp_path / "tracks" / "part-0.parquet").read_text() == "one"  # latest untouched
+
+
+def test_publish_without_history_cleans_its_staging(tmp_path):
+    out = str(tmp_path)
+    folder = tmp_path / "_staging" / "r1" / "tracks"
+    folder.mkdir(parents=True)
+    (folder / "part-0.parquet").write_text("rows")
+    (tmp_path / "tracks").mkdir()
+    (tmp_path / "tracks" / "old-part.parquet").write_text("old")
+    publish(out, "r1", ["tracks"], history=False)
+    assert [p.name for p in (tmp_path / "tracks").iterdir()] == ["part-0.parquet"]
+    assert not (tmp_path / "_staging" / "r1").exists()
