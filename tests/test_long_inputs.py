@@ -75,9 +75,9 @@ def test_learned_codes_chunking_is_exact(monkeypatch, rng):
 
 
 def test_huge_pairs_are_aligned_on_pooled_frames(monkeypatch, rng):
-    import hashing.align as align
-
     from scipy.ndimage import gaussian_filter1d
+
+    import hashing.align as align
 
     def smooth(n: int) -> np.ndarray:  # music-like: features change over tenths of a second, not per frame
         return gaussian_filter1d(rng.random((n, 48)), 6.0, axis=0).astype(np.float32)
