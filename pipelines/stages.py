@@ -57,6 +57,7 @@ class AnalyzeTrack(beam.DoFn):
         self.analyzed = Metrics.counter("mirmatch", "tracks_analyzed")
         self.reused = Metrics.counter("mirmatch", "tracks_reused")
         self.warned = Metrics.counter("mirmatch", "track_warnings")
+        self.segments = Metrics.counter("mirmatch", "segments")
 
     def setup(self) -> None:
         from encoders.hashes import load_hasher
@@ -93,6 +94,7 @@ class AnalyzeTrack(beam.DoFn):
         for warning in result.warnings:
             self.warned.inc()
             yield TaggedOutput(ERRORS, error_row(uri, "check", warning.error_type, warning.message, "warning"))
+        self.segments.inc(len(result.segments))
         for i, seg in enumerate(result.segments):
             yield TaggedOutput(SEGMENTS, {"track_id": result.track_id, "uri": uri, "segment_index": i,
                                           "start_s": seg.start_s, "end_s": seg.end_s, "label": seg.label})
@@ -161,6 +163,7 @@ class ProposeCandidates(beam.DoFn):
 
     def __init__(self, n_candidates: int, n_refine: int):
         self.n_candidates, self.n_refine = n_candidates, n_refine
+        self.queries = Metrics.counter("mirmatch", "midi_queries")
         self.proposed = Metrics.counter("mirmatch", "candidates_proposed")
         self.searched = Metrics.counter("mirmatch", "stage1_candidates")
         self._cascade_key = None
@@ -180,6 +183,7 @@ class ProposeCandidates(beam.DoFn):
             self._cascade_key = key
         for midi in batch:
             result = self._cascade.query(midi.track_code, midi.frame_codes)
+            self.queries.inc()
             self.searched.inc(min(self.n_candidates, len(self._cascade)))
             for i, d in zip(result.indices, result.hamming, strict=True):
                 self.proposed.inc()
@@ -344,5 +348,7 @@ def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], match_edges: li
     sizes: dict[str, int] = {}
     for label in labels.values():
         sizes[label] = sizes.get(label, 0) + 1
+    Metrics.counter("mirmatch", "clusters").inc(len(sizes))
+    Metrics.counter("mirmatch", "clusters_with_versions").inc(sum(n > 1 for n in sizes.values()))
     return [{"track_id": i, "uri": by_id[i][0], "modality": by_id[i][1], "cluster_id": labels[i],
              "cluster_size": sizes[labels[i]]} for i in ids]
