@@ -117,7 +117,8 @@ class AnalyzeTrack(beam.DoFn):
             return outcome, track_id
         outcome = self._analyze(source, uri, modality, track_id)
         self.analyzed.inc()
-        if self.store:
+        unexpected = isinstance(outcome, TrackFailure) and outcome.stage == "analyze"
+        if self.store and not unexpected:  # a bug or a passing fault is retried by the next run
             self.store.save_track(track_id, modality, outcome)
         return outcome, track_id
 
