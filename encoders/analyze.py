@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from encoders.cover import ftm2d_embedding
+from encoders.cover_model import cover_embedding  # the 2D-FTM baseline: encoders.cover.ftm2d_embedding
 from encoders.features import FRAME_RATE, Features, audio_features, streamed_audio_features
 from encoders.media import (
     CLIPPED_SHARE_WARNING,
@@ -216,7 +216,7 @@ def analysis_from_features(track_id: str, uri: str, modality: str, features: Fea
         cqt=cqt,
         frame_codes=frame_codes,
         track_code=track_code,
-        cover_embedding=ftm2d_embedding(features.chroma[:n_frames], FRAME_RATE, beats),
+        cover_embedding=cover_embedding(features.chroma[:n_frames], FRAME_RATE, beats),
         segments=learned_segments(cqt, features.frame_times[:n_frames], float(duration),
                                   structure_grid(beats, float(duration))),
         warnings=list(warnings or []),

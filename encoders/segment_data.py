@@ -108,18 +108,20 @@ def _music21_corpus_dir() -> Path:
 
 
 def _abc_tunes(path: Path) -> list[dict]:
-    """Tunes of an ABC file: {'id', 'M', 'L', 'K', 'lines'} with one body line per phrase."""
+    """Tunes of an ABC file: {'id', 'M', 'L', 'K', 'lines', 'notes'} with one body line per phrase."""
     tunes, cur = [], None
     for raw in path.read_text(encoding="latin-1").splitlines():
         line = raw.strip()
         if line.startswith("X:"):
-            cur = {"id": line[2:].strip(), "M": "none", "L": "1/8", "K": None, "lines": []}
+            cur = {"id": line[2:].strip(), "M": "none", "L": "1/8", "K": None, "lines": [], "notes": []}
             tunes.append(cur)
         elif cur is None or not line or line.startswith("%"):
             continue
         elif re.match(r"^[A-Za-z]:", line):
             if cur["K"] is None:
                 cur[line[0]] = line[2:].strip()
+                if line[0] == "N":  # every N: line (Essen catalogue codes, remarks)
+                    cur["notes"].append(line[2:].strip())
         elif cur["K"] is not None:
             cur["lines"].append(line)
     return [t for t in tunes if t["K"] and t["lines"]]

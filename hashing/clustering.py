@@ -1,54 +1,119 @@
-"""Grouping tracks into version clusters from embedding similarity and match edges."""
+"""Version clusters: a kNN similarity graph (faiss) plus match edges, split into communities (Leiden).
+
+After Serra et al. (2012), "Unsupervised detection of cover song sets": versions are the communities of
+a graph whose edges join each track to its nearest neighbours above a calibrated similarity. Match edges
+(a MIDI file and the recordings it transcribes) are enforced by merging their endpoints into one node
+before community detection, so they always share a cluster. Communities come from igraph's Leiden
+(modularity, weighted by similarity) with a fixed seed; a cluster's id is its smallest member id.
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Sequence
 
 import faiss
+import igraph
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+SEED = 0
+EXACT_MAX = 50_000  # exact kNN search up to this many tracks
+IVF_PROBES = 24
 
-def knn_edges(embeddings: np.ndarray, k: int, min_similarity: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual k-nearest-neighbour pairs (i < j) with inner-product similarity >= min_similarity.
 
-    ``embeddings`` should be L2-normalised so the inner product is the cosine similarity.
+def knn_search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, neighbours) of every row of ``x`` among all rows: exact inner product up to
+    EXACT_MAX rows, an inverted-file index (k-means cells, fixed seed) above."""
+    n, dim = x.shape
+    if n <= EXACT_MAX:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, int(4 * np.sqrt(n)), faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = SEED
+        index.train(x)
+        index.nprobe = IVF_PROBES
+    index.add(x)
+    return index.search(x, k)
+
+
+def knn_graph(embeddings: np.ndarray, k: int, min_similarity: float,
+              mutual: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected kNN edges (a < b) with inner-product similarity >= min_similarity: (a, b, similarity).
+
+    ``embeddings`` should be L2-normalised so the inner product is the cosine similarity. With ``mutual``
+    an edge needs each end among the other's k nearest neighbours; otherwise either suffices.
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)
+    empty = np.zeros(0, np.int64)
     if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    sims, nbrs = index.search(x, min(k + 1, n))
-    rows = np.repeat(np.arange(n), nbrs.shape[1])
-    cols, keep = nbrs.ravel(), (sims.ravel() >= min_similarity) & (nbrs.ravel() != rows) & (nbrs.ravel() >= 0)
-    pairs = set(zip(rows[keep].tolist(), cols[keep].tolist(), strict=True))
-    mutual = sorted((i, j) for i, j in pairs if i < j and (j, i) in pairs)
-    if not mutual:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    a, b = np.array(mutual, dtype=np.int64).T
+        return empty, empty, np.zeros(0, np.float32)
+    sims, nbrs = knn_search(x, min(k + 1, n))
+    rows = np.repeat(np.arange(n, dtype=np.int64), nbrs.shape[1])
+    cols, sims = nbrs.ravel().astype(np.int64), sims.ravel()
+    keep = (cols >= 0) & (cols != rows) & (sims >= min_similarity)
+    rows, cols, sims = rows[keep], cols[keep], sims[keep]
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    keys = lo * n + hi
+    order = np.lexsort((-sims, keys))
+    keys, sims = keys[order], sims[order]
+    unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    if mutual:
+        unique, first = unique[counts == 2], first[counts == 2]
+    return unique // n, unique % n, sims[first].astype(np.float32)
+
+
+def knn_edges(embeddings: np.ndarray, k: int, min_similarity: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual k-nearest-neighbour pairs (i < j) with similarity >= min_similarity."""
+    a, b, _ = knn_graph(embeddings, k, min_similarity, mutual=True)
     return a, b
+
+
+def _merge_nodes(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Node -> super-node index after merging the endpoints of every (a, b) pair."""
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def communities(n: int, a: np.ndarray, b: np.ndarray, weights: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Leiden communities (modularity, weighted) of an undirected graph on ``n`` nodes; one label per node."""
+    if len(a) == 0:
+        return np.arange(n)
+    graph = igraph.Graph(n=n, edges=np.column_stack([a, b]).tolist(), directed=False)
+    graph.es["weight"] = np.asarray(weights, dtype=np.float64).tolist()
+    graph.simplify(combine_edges={"weight": "sum"})
+    previous = random.getstate()
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        parts = graph.community_leiden(objective_function="modularity", weights="weight", n_iterations=-1)
+    finally:
+        igraph.set_random_number_generator(random)
+        random.setstate(previous)
+    return np.asarray(parts.membership)
 
 
 def cluster_labels(ids: Sequence[str], embeddings: np.ndarray, extra_edges: Iterable[tuple[str, str]] = (),
                    *, k: int = 10, min_similarity: float = 0.95) -> dict[str, str]:
-    """Connected components of the mutual-kNN similarity graph plus ``extra_edges`` (e.g. matches).
+    """Communities of the kNN similarity graph with ``extra_edges`` (e.g. matches) merged into single nodes.
 
-    Returns {id: cluster_id}; a cluster's id is its smallest member id, so labels are deterministic.
+    Returns {id: cluster_id}; a cluster's id is its smallest member id, so labels are deterministic. The
+    ends of every extra edge always share a cluster.
     """
-    position = {track_id: i for i, track_id in enumerate(ids)}
-    a, b = knn_edges(embeddings, k, min_similarity)
+    order = sorted(range(len(ids)), key=lambda i: ids[i])  # independent of the input order
+    sorted_ids = [ids[i] for i in order]
+    position = {track_id: i for i, track_id in enumerate(sorted_ids)}
+    x = np.asarray(embeddings, dtype=np.float32)[order] if len(ids) else np.zeros((0, 1), np.float32)
+    n = len(sorted_ids)
+    a, b, w = knn_graph(x, k, min_similarity)
     extra = [(position[u], position[v]) for u, v in extra_edges if u in position and v in position]
-    if extra:
-        ea, eb = np.array(extra, dtype=np.int64).T
-        a, b = np.concatenate([a, ea]), np.concatenate([b, eb])
-    n = len(ids)
-    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
+    ea, eb = (np.array(extra, dtype=np.int64).T if extra else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    node = _merge_nodes(n, ea, eb)
+    a, b = node[a], node[b]
+    keep = a != b
+    membership = communities(int(node.max()) + 1 if n else 0, a[keep], b[keep], w[keep])[node]
     representative: dict[int, str] = {}
-    for track_id, c in zip(ids, component, strict=True):
-        if c not in representative or track_id < representative[c]:
-            representative[c] = track_id
-    return {track_id: representative[c] for track_id, c in zip(ids, component, strict=True)}
+    for track_id, c in zip(sorted_ids, membership, strict=True):
+        representative.setdefault(int(c), track_id)  # ids are sorted: the first is the smallest
+    return {track_id: representative[int(c)] for track_id, c in zip(sorted_ids, membership, strict=True)}

@@ -48,7 +48,7 @@ class RunConfig:
     n_candidates: int = 100  # survivors of the track-code search (stage 1)
     n_refine: int = 10  # survivors of hash-sequence DTW (stage 2), aligned on CQT
     model: str | None = None
-    cluster_similarity: float = 0.95
+    cluster_similarity: float = 0.75  # calibrated for encoders/weights/cover-embedding-v1.pt (model card)
     beam_args: list[str] = field(default_factory=list)
     state: str | None = ""  # results kept between runs; "" = OUT/_state, None = keep nothing
     run_id: str | None = None  # default: the start time (pipelines.runs.new_run_id)

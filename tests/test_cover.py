@@ -1,10 +1,13 @@
-"""The 2D-FTM version embedding: key invariance and discrimination."""
+"""Version embeddings (2D-FTM baseline and the learned network) and version clustering."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from encoders.cover import ftm2d_embedding
+from encoders.cover_model import DEFAULT_WEIGHTS, cover_embedding, embed_steps, load_model
+from hashing.clustering import cluster_labels
 
 
 def test_transposition_invariant_and_discriminative(rng):
@@ -21,3 +24,97 @@ def test_transposition_invariant_and_discriminative(rng):
 def test_short_track_without_beats(rng):
     e = ftm2d_embedding(rng.random((40, 12)).astype(np.float32), 21.5, None)
     assert np.isfinite(e).all() and e.shape == (900,)
+    learned = cover_embedding(rng.random((5, 12)).astype(np.float32), 21.5, None)
+    assert np.isfinite(learned).all() and abs(np.linalg.norm(learned) - 1) < 1e-5
+
+
+def test_learned_embedding_is_key_invariant_by_construction(rng):
+    beats = np.arange(0, 30, 0.45)
+    piece = rng.random((650, 12)).astype(np.float32) ** 4
+    e = cover_embedding(piece, 21.5, beats)
+    assert e.shape == (128,) and abs(np.linalg.norm(e) - 1) < 1e-5
+    for shift in range(1, 12):
+        assert float(e @ cover_embedding(np.roll(piece, shift, axis=1), 21.5, beats)) > 0.9999
+    other = cover_embedding(rng.random((650, 12)).astype(np.float32) ** 4, 21.5, beats)
+    assert float(e @ other) < 0.999
+
+
+def test_batched_embeddings_do_not_depend_on_padding(rng):
+    steps = [rng.random((n, 12)).astype(np.float32) for n in (20, 75, 140)]
+    model = load_model(DEFAULT_WEIGHTS)
+    together = embed_steps(model, steps)
+    alone = np.concatenate([embed_steps(model, [s]) for s in steps])
+    assert np.allclose(together, alone, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def rendered_versions():
+    """Six real chorales of held-out families, each rendered twice (other key, tempo, GM program, soundfont)."""
+    from encoders.cover_data import _arrange, _Plan, _render_and_analyse, chorale_tune, family_split
+    from encoders.segment_data import _music21_corpus_dir
+    from encoders.soundfonts import available_soundfonts
+
+    fonts = available_soundfonts()
+    tunes, bases = [], set()
+    for path in sorted((_music21_corpus_dir() / "bach").glob("bwv*.mxl")):
+        tune = chorale_tune(path)
+        if tune is not None and tune.name not in bases and family_split(tune.family) == "heldout":
+            tunes.append(tune)
+            bases.add(tune.name)
+        if len(tunes) == 6:
+            break
+    rng = np.random.default_rng(0)
+    plans = {font: [] for font in fonts}
+    for i, tune in enumerate(tunes):
+        for v, (shift, program, bpm) in enumerate(((0, 0, 72.0), (3 + i % 5, 52 if i % 2 else 48, 90.0))):
+            font = fonts[(i + v) % len(fonts)]
+            plans[font].append(_Plan(tune, "test", font, program, shift, bpm, _arrange(tune, shift, bpm, 32.0, rng)))
+    return [item for reel in plans.values() if reel for item in _render_and_analyse(reel)]
+
+
+def _rank_of_other_rendering(e: np.ndarray, names: list[str]) -> list[int]:
+    sims = e @ e.T
+    np.fill_diagonal(sims, -np.inf)
+    return [int(np.sum(sims[q] > max(sims[q, j] for j in range(len(names)) if j != q and names[j] == names[q]))) + 1
+            for q in range(len(names))]
+
+
+def test_learned_embedding_retrieves_rendered_versions(rendered_versions):
+    items = rendered_versions
+    assert len(items) == 12
+    names = [it.name for it in items]
+    chromas = [it.chroma.astype(np.float32) for it in items]
+    learned = np.stack([cover_embedding(c, 21.533, it.tracked_beats) for c, it in zip(chromas, items, strict=True)])
+    ftm = np.stack([ftm2d_embedding(c, 21.533, it.tracked_beats) for c, it in zip(chromas, items, strict=True)])
+    ranks = _rank_of_other_rendering(learned, names)
+    assert np.mean(ranks) <= 3.0 and max(ranks) <= 6, ranks
+    assert np.mean(ranks) < np.mean(_rank_of_other_rendering(ftm, names))  # beats tracked on the audio
+
+
+def _two_groups_with_bridge(rng, n: int = 6) -> tuple[list[str], np.ndarray]:
+    centres = np.eye(16, dtype=np.float32)[:2]
+    x = np.concatenate([c + 0.02 * rng.standard_normal((n, 16)).astype(np.float32) for c in centres])
+    x[n - 1] = 0.5 * (x[0] + x[n])  # one track halfway between the groups joins both in the kNN graph
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return [f"t{i:02d}" for i in range(2 * n)], x
+
+
+def test_communities_split_groups_joined_by_a_bridge(rng):
+    ids, x = _two_groups_with_bridge(rng)
+    labels = cluster_labels(ids, x, k=6, min_similarity=0.6)
+    assert sorted(labels) == sorted(ids)  # every track exactly once
+    assert len({labels[i] for i in ids[:5]}) == 1 and len({labels[i] for i in ids[6:]}) == 1
+    assert labels["t00"] != labels["t06"]  # connected components would give one cluster
+    assert all(labels[i] == min(j for j in ids if labels[j] == labels[i]) for i in ids)
+
+
+def test_clusters_are_deterministic_and_keep_match_edges_together(rng):
+    ids, x = _two_groups_with_bridge(rng)
+    edges = [("t01", "t08"), ("t03", "missing")]
+    labels = cluster_labels(ids, x, edges, k=6, min_similarity=0.6)
+    assert labels["t01"] == labels["t08"]
+    order = rng.permutation(len(ids))
+    shuffled = cluster_labels([ids[i] for i in order], x[order], edges, k=6, min_similarity=0.6)
+    assert shuffled == labels
+    assert cluster_labels([], np.zeros((0, 16), np.float32)) == {}
+    assert cluster_labels(["a"], x[:1], [("a", "a")]) == {"a": "a"}

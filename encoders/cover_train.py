@@ -1,0 +1,150 @@
+"""Training the version embedding: triplet loss with semi-hard negative mining (Doras & Peeters 2019).
+
+Batches hold P tune families with two versions each. Every version is seen through a random view of its
+beats (the score's grid, beats tracked on the audio, or the score's beat period x 3/2 or x 2/3, as a beat
+tracker may give; the tempo octave is canonicalised by ``beat_steps``)
+and a random crop; the loss is FaceNet's semi-hard triplet loss over all anchor-positive pairs of the
+batch. Curriculum: the score's beats only at first (with tracked beats from the start, the embedding
+collapses), then more and more tracked beats. Seeded: the same data and seed give the same weights (one torch thread).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoders.cover_data import CoverItem, cover_corpus
+from encoders.cover_eval import calibrate_threshold, precision_threshold, retrieval_metrics
+from encoders.cover_model import (
+    DEFAULT_WEIGHTS,
+    TEMPO_VIEWS,
+    CoverNet,
+    beat_steps,
+    embed_steps,
+    save_model,
+    scaled_beats,
+)
+from encoders.features import FRAME_RATE
+
+VIEW_P = (0.4, 0.4, 0.1, 0.1)  # score beats, tracked beats, score x 3/2, score x 2/3 (at full curriculum)
+CURRICULUM = (0.3, 0.7)  # score beats only before 30 % of the steps, then more tracked beats until 70 %
+
+
+def item_views(item: CoverItem) -> list[np.ndarray]:
+    """Step chroma of one version under each beat view (score, tracked, score periods x 3/2 and x 2/3)."""
+    chroma = item.chroma.astype(np.float32)
+    score = item.beat_times
+    grids = (score, item.tracked_beats, scaled_beats(score, 1.5), scaled_beats(score, 2 / 3))
+    return [beat_steps(chroma, FRAME_RATE, b) for b in grids]
+
+
+def eval_embeddings(model: CoverNet, items: list[CoverItem]) -> np.ndarray:
+    """Embeddings as the pipeline computes them for recordings: tracked beats, mean over TEMPO_VIEWS."""
+    views = [[beat_steps(it.chroma.astype(np.float32), FRAME_RATE, scaled_beats(it.tracked_beats, r))
+              for it in items] for r in TEMPO_VIEWS]
+    mean = np.mean([embed_steps(model, v) for v in views], axis=0)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
+def semihard_triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """FaceNet's semi-hard triplet loss on squared distances of L2-normalised embeddings.
+
+    For each anchor-positive pair the negative is the closest one farther than the positive (semi-hard);
+    without such a negative, the farthest negative.
+    """
+    d = (2.0 - 2.0 * emb @ emb.T).clamp_min(0.0)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
+    anchors, positives = torch.nonzero(same & ~eye, as_tuple=True)
+    d_ap = d[anchors, positives]
+    d_an = d[anchors]  # (pairs, batch)
+    neg = ~same[anchors]
+    semi = neg & (d_an > d_ap[:, None])
+    big = torch.finfo(d.dtype).max
+    closest_semi = torch.where(semi, d_an, torch.full_like(d_an, big)).amin(dim=1)
+    farthest = torch.where(neg, d_an, torch.full_like(d_an, -big)).amax(dim=1)
+    chosen = torch.where(semi.any(dim=1), closest_semi, farthest)
+    return torch.relu(d_ap - chosen + margin).mean()
+
+
+def view_probabilities(progress: float) -> np.ndarray:
+    """Probabilities of the four beat views at ``progress`` in [0, 1] of training (the curriculum)."""
+    lo, hi = CURRICULUM
+    mix = min(1.0, max(0.0, (progress - lo) / (hi - lo)))
+    return (1 - mix) * np.array([1.0, 0.0, 0.0, 0.0]) + mix * np.array(VIEW_P)
+
+
+def _batch(views: list[list[np.ndarray]], groups: list[list[int]], rng: np.random.Generator, families: int,
+           crop: int, view_p: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    chosen = rng.choice(len(groups), size=min(families, len(groups)), replace=False)
+    seqs, labels = [], []
+    for g in chosen:
+        for item in rng.choice(groups[g], size=2, replace=False):
+            s = views[item][int(rng.choice(4, p=view_p))]
+            length = min(len(s), crop)
+            if rng.random() < 0.5:
+                length = max(8, int(length * rng.uniform(0.6, 1.0)))
+            start = int(rng.integers(0, len(s) - length + 1))
+            seqs.append(s[start:start + length])
+            labels.append(g)
+    length = max(len(s) for s in seqs)
+    x = np.zeros((len(seqs), length, 12), np.float32)
+    m = np.zeros((len(seqs), length), np.float32)
+    for j, s in enumerate(seqs):
+        x[j, :len(s)], m[j, :len(s)] = s, 1.0
+    return torch.from_numpy(x), torch.from_numpy(m), torch.tensor(labels)
+
+
+def train_cover_model(items: list[CoverItem], *, seed: int = 0, steps: int = 3000, families: int = 32,
+                      crop: int = 96, lr: float = 2e-3, margin: float = 0.3,
+                      log: Callable[[str], None] = print) -> CoverNet:
+    """Train a CoverNet on ``items`` (families of at least two versions are used); seeded."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    by_family: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_family.setdefault(it.family, []).append(i)
+    groups = [g for _, g in sorted(by_family.items()) if len(g) >= 2]
+    views = [item_views(it) for it in items]
+    model = CoverNet()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    started, running = time.perf_counter(), 0.0
+    model.train()
+    for step in range(1, steps + 1):
+        x, m, labels = _batch(views, groups, rng, families, crop, view_probabilities(step / steps))
+        loss = semihard_triplet_loss(model(x, m), labels, margin)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % 100 == 0 or step == steps:
+            log(f"  step {step}/{steps} loss {running:.4f} ({time.perf_counter() - started:.0f} s)")
+    return model.eval()
+
+
+def train_and_save(out: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, steps: int = 3000,
+                   log: Callable[[str], None] = print) -> dict:
+    """Build the corpus, train on its train split, calibrate the clustering threshold on val (pair precision
+    0.9; the ARI-best one is recorded too), save."""
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    train, val = cover_corpus("train"), cover_corpus("val")
+    log(f"  {len(train)} training versions in {len({it.family for it in train})} families; "
+        f"{len(val)} validation versions")
+    model = train_cover_model(train, seed=seed, steps=steps, log=log)
+    seconds = time.perf_counter() - started
+    emb = eval_embeddings(model, val)
+    fams = [it.family for it in val]
+    best_ari_threshold, ari = calibrate_threshold(emb, fams)
+    meta = {"seed": seed, "steps": steps, "train_seconds": round(seconds, 1), "train_versions": len(train),
+            "val": retrieval_metrics(emb, fams), "cluster_similarity": precision_threshold(emb, fams),
+            "best_ari_similarity": best_ari_threshold, "val_ari": round(ari, 4)}
+    save_model(model, out, meta)
+    log(f"  saved {out}: {meta}")
+    return meta

@@ -1,0 +1,85 @@
+"""Version retrieval and clustering on held-out tune families: the learned embedding against 2D-FTM.
+
+Held-out families (split by family, never by version) are rendered with a soundfont, transpositions and
+GM programs unseen in training (encoders/cover_data.py). Each version with another version in the set
+queries all the others: MAP, mean rank of the first version, top-10 hit rate; "other arrangements only"
+leaves the other renderings of the query's own score out (only other harmonisations / variants count).
+Clusters come from hashing.clustering.cluster_labels with each embedding's similarity threshold
+calibrated on the validation families in this run; ARI against the true families. Beats are tracked on
+the audio, as the pipeline does for recordings (--beats score: the score's grid, as for MIDI files).
+
+    python tests/bench/eval_covers.py [--weights PATH] [--beats tracked|score]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from _common import report
+
+from encoders.cover import ftm2d_embedding
+from encoders.cover_data import CoverItem, cover_corpus
+from encoders.cover_eval import calibrate_threshold, clustering_ari, retrieval_metrics
+from encoders.cover_model import DEFAULT_WEIGHTS, TEMPO_VIEWS, beat_steps, embed_steps, load_model, scaled_beats
+from encoders.features import FRAME_RATE
+
+
+def embeddings(items: list[CoverItem], method: str, beats: str, weights: str) -> np.ndarray:
+    """One embedding per version with ``method`` ('learned' or 'ftm2d')."""
+    chromas = [it.chroma.astype(np.float32) for it in items]
+    grids = [it.tracked_beats if beats == "tracked" else it.beat_times for it in items]
+    if method == "ftm2d":
+        return np.stack([ftm2d_embedding(c, FRAME_RATE, b) for c, b in zip(chromas, grids, strict=True)])
+    model = load_model(weights)
+    views = [embed_steps(model, [beat_steps(c, FRAME_RATE, scaled_beats(b, r)) for c, b in zip(chromas, grids,
+                                                                                                strict=True)])
+             for r in TEMPO_VIEWS]  # as encoders.cover_model.cover_embedding does for one track
+    mean = np.mean(views, axis=0)
+    return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--beats", choices=("tracked", "score"), default="tracked")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    val, held = cover_corpus("val"), cover_corpus("heldout")
+    fonts = sorted({it.soundfont for it in held})
+    subsets = {"all": held, "bach": [it for it in held if it.source == "bach"],
+               "essen": [it for it in held if it.source == "essen"]}
+    for name, items in subsets.items():
+        fams = [it.family for it in items]
+        n_fam = len({f for f in fams if fams.count(f) >= 2})
+        print(f"held-out {name}: {len(items)} versions, {n_fam} families with >= 2 versions, "
+              f"{len(set(fams)) - n_fam} singletons (distractors); soundfonts {fonts}", flush=True)
+    figures: dict[str, dict[str, float]] = {}
+    for method in ("ftm2d", "learned"):
+        started = time.perf_counter()
+        e_val = embeddings(val, method, args.beats, args.weights)
+        threshold, _ = calibrate_threshold(e_val, [it.family for it in val])
+        for name, items in subsets.items():
+            e = embeddings(items, method, args.beats, args.weights)
+            fams = [it.family for it in items]
+            m = retrieval_metrics(e, fams)
+            m["ari"] = clustering_ari(e, fams, threshold)
+            m["map_other_arrangement"] = retrieval_metrics(e, fams, [it.name for it in items])["map"]
+            m["threshold"] = threshold
+            figures[f"{method}/{name}"] = m
+        print(f"{method}: embedded and evaluated in {time.perf_counter() - started:.1f} s, "
+              f"threshold {threshold:.2f} (calibrated on {len(val)} validation versions)", flush=True)
+    for name in subsets:
+        base, ours = figures[f"ftm2d/{name}"], figures[f"learned/{name}"]
+        detail = f"{int(ours['queries'])} queries, beats {args.beats}"
+        for key, label in (("map", "MAP"), ("mean_first_rank", "mean rank of first version"),
+                           ("top10", "top-10 hit rate"), ("ari", "cluster ARI"),
+                           ("map_other_arrangement", "MAP, other arrangements only")):
+            report(f"{name} {label} (learned / 2D-FTM)", ours[key] / max(base[key], 1e-9), "x",
+                   f"learned {ours[key]:.3f}, 2D-FTM {base[key]:.3f}; {detail}")
+
+
+if __name__ == "__main__":
+    main()
