@@ -20,7 +20,7 @@ from encoders.hashes import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32
 
 MODALITIES = ("audio", "midi")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v1.pt"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v2.pt"
 EMBED_CHUNK_FRAMES = 8192  # frames per forward pass of the frame encoders (a multiple of DOWNSAMPLE)
 EMBED_CONTEXT_FRAMES = 64  # frames of context on each side of a chunk (a multiple of DOWNSAMPLE)
 

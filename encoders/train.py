@@ -1,8 +1,9 @@
 """Training the learned hash encoders (``mirmatch train``).
 
 Phase 1 trains the two frame encoders jointly with Raffel & Ellis's contrastive loss on aligned frame
-windows: matching codes are pulled together, codes of other pieces pushed at least ``margin`` apart, and
-an output penalty drives the tanh outputs towards +-1 so that thresholding loses little. Phase 2 trains
+windows: matching codes are pulled together, codes of other pieces pushed at least ``margin`` apart (unless
+their MIDI frames sound alike), and an output penalty drives the tanh outputs towards +-1 so that
+thresholding loses little. Training data: the Debian MIDI collections and music21's Bach chorales. Phase 2 trains
 the attention-pooling sequence encoders on (audio crop, whole MIDI) pairs with the same loss, the frame
 encoders frozen. Deterministic for a given seed: one CPU thread, deterministic algorithms.
 """
@@ -19,17 +20,29 @@ import torch
 
 from encoders.hashes import DOWNSAMPLE
 from encoders.learned import DEFAULT_WEIGHTS, HashNetworks, standardise_cqt
-from encoders.training_data import TRAIN_SOUNDFONT, AlignedPair, aligned_pairs
+from encoders.training_data import (
+    TRAIN_SOUNDFONT,
+    TRAINING_COLLECTIONS,
+    AlignedPair,
+    aligned_pairs,
+    is_validation,
+)
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
     hidden: int = 128
-    versions: int = 3  # corrupted renderings per training piece
+    versions: int = 3  # corrupted renderings per training piece of the Debian collections
+    # music21 sources trained on as well (() for none): the Bach chorales; the monophonic Essen tunes made
+    # the frame codes collapse (held-out stage-2 top-1 0.44 on the Debian pieces).
+    music21: tuple[str, ...] = ("bach",)
+    music21_versions: int = 1  # corrupted renderings per music21 piece (more pieces beat more versions)
+    frame_music21: bool = True  # music21 pieces in phase 1 too (False: phase 1 on the Debian pieces only)
     window: int = 64  # frames per training window (8 codes)
     batch: int = 32  # windows (phase 1) or pieces (phase 2) per step
-    frame_steps: int = 3000
+    frame_steps: int = 1500
+    sequence_debian_share: float | None = 0.5  # share of phase-2 draws from Debian pieces (None: uniform)
     sequence_steps: int = 300  # more over-fits the ~80 training pieces (held-out stage-1 MRR 0.72 -> 0.65)
     lr: float = 1e-3
     alpha: float = 5.0  # weight of the negative term (Raffel: ~5)
@@ -37,14 +50,20 @@ class TrainConfig:
     sequence_margin: float = 16.0  # between 256-d sequence codes (~64 bits)
     output_penalty: float = 0.1
     negatives: int = 4  # negative MIDI codes per audio code (phase 1)
+    # Negatives whose MIDI frames sound alike (cosine of the standardised CQT, mean over the 8 frames of a
+    # code) above this are not pushed apart: two chorales often hold the same chord (None: keep all).
+    negative_max_similarity: float | None = 0.6
 
 
 def contrastive_loss(a: torch.Tensor, b_pos: torch.Tensor, b_neg: torch.Tensor, margin: float, alpha: float,
-                     penalty: float) -> torch.Tensor:
-    """Raffel & Ellis: ||a - b+||^2 + alpha * max(0, margin - ||a - b-||)^2 + penalty * (1 - x^2)^2."""
+                     penalty: float, neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Raffel & Ellis: ||a - b+||^2 + alpha * max(0, margin - ||a - b-||)^2 + penalty * (1 - x^2)^2.
+
+    ``neg_mask`` (shape of ``b_neg`` less its last axis): which negatives count (default all)."""
     pos = ((a - b_pos) ** 2).sum(-1).mean()
     neg_dist = torch.sqrt(((a.unsqueeze(-2) - b_neg) ** 2).sum(-1) + 1e-8)
-    neg = (torch.clamp(margin - neg_dist, min=0) ** 2).mean()
+    hinge = torch.clamp(margin - neg_dist, min=0) ** 2
+    neg = hinge.mean() if neg_mask is None else (hinge * neg_mask).sum() / neg_mask.sum().clamp(min=1)
     out = torch.cat([a.reshape(-1), b_pos.reshape(-1)])
     return pos + alpha * neg + penalty * ((1 - out**2) ** 2).mean()
 
@@ -81,7 +100,7 @@ def _optimise(params, steps: int, lr: float, batch_loss, log, phase: str) -> lis
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 100 == 0:
             log(f"  {phase} step {step + 1}/{steps} loss {np.mean(losses[-100:]):.3f} "
                 f"({time.monotonic() - started:.0f} s)")
@@ -99,7 +118,13 @@ def train_frames(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.Gene
         neg_idx = torch.from_numpy(rng.integers(0, b * s, (b, s, cfg.negatives)))
         same = torch.from_numpy(piece)[neg_idx // s] == torch.from_numpy(piece)[:, None, None]
         neg_idx = torch.where(same, (neg_idx + s * (1 + b // 2)) % (b * s), neg_idx)
-        return contrastive_loss(fa, fm, flat_m[neg_idx], cfg.frame_margin, cfg.alpha, cfg.output_penalty)
+        mask = None
+        if cfg.negative_max_similarity is not None:
+            blocks = torch.nn.functional.normalize(midi.reshape(b, s, -1, midi.shape[-1]).mean(2), dim=-1)
+            flat_blocks = blocks.reshape(b * s, -1)
+            similarity = (blocks.unsqueeze(2) * flat_blocks[neg_idx]).sum(-1)  # (b, s, negatives)
+            mask = (similarity < cfg.negative_max_similarity).float()
+        return contrastive_loss(fa, fm, flat_m[neg_idx], cfg.frame_margin, cfg.alpha, cfg.output_penalty, mask)
 
     return _optimise(list(nets.frame.parameters()), cfg.frame_steps, cfg.lr, batch_loss, log, "frames")
 
@@ -130,10 +155,21 @@ def _padded(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
+def _draw_weights(names: list[str], debian_share: float | None) -> np.ndarray | None:
+    """Probability of drawing each piece in phase 2: ``debian_share`` of the mass spread evenly over the
+    Debian pieces, the rest over the music21 ones (None, or only one kind present: uniform)."""
+    debian = np.array([n.split("_", 1)[0] in TRAINING_COLLECTIONS for n in names])
+    if debian_share is None or debian.all() or not debian.any():
+        return None
+    w = np.where(debian, debian_share / debian.sum(), (1 - debian_share) / (~debian).sum())
+    return w / w.sum()
+
+
 def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.Generator, log) -> list[float]:
     embedded = _embeddings(nets, data)
     names = sorted({name for *_, name in embedded})
     by_name = {n: [e for e in embedded if e[2] == n] for n in names}
+    weights = _draw_weights(names, cfg.sequence_debian_share)
     with torch.no_grad():  # centre and scale the pooled moments with the training tracks' statistics
         for i, modality in enumerate(("audio", "midi")):
             enc = nets.sequence[modality]
@@ -142,7 +178,7 @@ def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.G
             enc.scale.copy_(pooled.std(0) + 1e-3)
 
     def batch_loss() -> torch.Tensor:
-        chosen = rng.choice(len(names), size=min(cfg.batch, len(names)), replace=False)
+        chosen = rng.choice(len(names), size=min(cfg.batch, len(names)), replace=False, p=weights)
         audio, midi = [], []
         for c in chosen:
             ha, hm, _ = by_name[names[c]][int(rng.integers(len(by_name[names[c]])))]
@@ -173,15 +209,22 @@ def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log
     torch.set_num_threads(1)  # the same float reductions on any machine: reproducible weights
     rng = np.random.default_rng(cfg.seed)
     started = time.monotonic()
-    log(f"training data: training split rendered with {TRAIN_SOUNDFONT}, {cfg.versions} versions per piece")
-    pairs = aligned_pairs("train", TRAIN_SOUNDFONT, versions=cfg.versions, seed=cfg.seed)
+    log(f"training data: training split rendered with {TRAIN_SOUNDFONT}, {cfg.versions} versions per Debian "
+        f"piece, {cfg.music21_versions} per music21 piece ({', '.join(cfg.music21) or 'none'})")
+    pairs = aligned_pairs("train", TRAIN_SOUNDFONT, versions=cfg.versions, seed=cfg.seed,
+                          collections=TRAINING_COLLECTIONS)
+    extra = [] if not cfg.music21 else [
+        p for p in aligned_pairs("train", TRAIN_SOUNDFONT, versions=cfg.music21_versions, seed=cfg.seed,
+                                 collections=cfg.music21) if not is_validation(p.name)]
+    frame_data = _standardised(pairs + extra if cfg.frame_music21 else pairs)
+    pairs += extra
     data = _standardised(pairs)
     n_pieces = len({p.name for p in pairs})
     log(f"  {n_pieces} pieces, {len(pairs)} renderings, {sum(len(p.audio_cqt) for p in pairs)} audio frames")
     nets = HashNetworks(hidden=cfg.hidden)
     if frames_from is None:
         log("phase 1: frame encoders (contrastive loss on aligned windows)")
-        frame_losses = train_frames(nets, data, cfg, rng, log)
+        frame_losses = train_frames(nets, frame_data, cfg, rng, log)
     else:
         log(f"phase 1: frame encoders taken from {frames_from}")
         state = torch.load(frames_from, map_location="cpu", weights_only=True)

@@ -1,9 +1,11 @@
 """Training and evaluation data for the learned hash encoders: aligned CQT of MIDI and "audio".
 
-Each piece of the Debian MIDI collections is rendered twice: the MIDI side as the pipeline renders it
+Each piece of the Debian MIDI collections and of music21's Bach chorales and Essen folksongs
+(``encoders.music21_midi``) is rendered twice: the MIDI side as the pipeline renders it
 (FluidR3), the audio side after Raffel-style corruptions with another soundfont (TimGM6mb for training,
-MuseScore General for the held-out evaluation). The corruption's exact time map gives, for every audio
-frame, the MIDI frame it plays. Pieces are split by a hash of their name, never by frame or clip.
+MuseScore General for the held-out evaluation and the validation pieces). The corruption's exact time
+map gives, for every audio frame, the MIDI frame it plays. Pieces are split by a hash of their name,
+never by frame or clip: one in five held out, another one in five of the music21 pieces for validation.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+import pretty_midi
 
 from encoders.corpus import debian_midi_files, usable_pieces
 from encoders.corrupt import audio_to_midi_time, corrupted_rendering
 from encoders.features import FRAME_RATE, log_cqt
+from encoders.music21_midi import midi_from_spec, music21_sources
 from encoders.render import render_midi
 from encoders.soundfonts import MIDI_SIDE_SOUNDFONT
 
@@ -26,6 +30,8 @@ TRAIN_SOUNDFONT = "timgm6mb"
 HELDOUT_SOUNDFONT = "musescore"
 HELDOUT_SHARE = 5  # one piece in five is held out
 TRAINING_COLLECTIONS = ("simutrans", "openttd", "freedink", "mma")
+MUSIC21_SOURCES = ("bach", "essen")
+N_ESSEN = 200  # Essen tunes drawn (of about 8000); every Bach chorale is used
 DATA_VERSION = 1
 
 
@@ -45,7 +51,10 @@ class AlignedPair:
 
 
 def _render_pair(job: tuple) -> list[AlignedPair]:
-    name, pm, soundfont, versions, seed = job
+    name, source, soundfont, versions, seed = job
+    pm = source if isinstance(source, pretty_midi.PrettyMIDI) else midi_from_spec(name, source)
+    if pm is None:
+        return []
     rng = np.random.default_rng(seed)
     midi_cqt = log_cqt(render_midi(pm))[0]
     pairs = []
@@ -65,9 +74,20 @@ def demo_pieces() -> set[str]:
     return set(build_demo_corpus(".cache/demo-corpus", progress=False)["pieces"])
 
 
+def is_validation(name: str) -> bool:
+    """Music21 pieces of a second hash bucket: rendered with the training split (so that every other
+    piece keeps its corruption seed) but never trained on; used to choose training settings."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()[0]
+    return name.split("_", 1)[0] in MUSIC21_SOURCES and digest % HELDOUT_SHARE == 1
+
+
 def in_split(name: str, split: str, held_out_extra: set[str]) -> bool:
+    """Whether ``name`` belongs to ``split``: 'heldout', 'train' (everything else, validation pieces
+    included: ``train`` drops them) or 'val'."""
     held = piece_split(name) == "heldout" or name in held_out_extra
-    return held if split == "heldout" else not held
+    if split == "heldout":
+        return held
+    return not held and (split == "train" or is_validation(name))
 
 
 def aligned_pairs(split: str, soundfont: str, *, versions: int = 1, max_duration_s: float = 60.0,
@@ -75,26 +95,46 @@ def aligned_pairs(split: str, soundfont: str, *, versions: int = 1, max_duration
                   collections: tuple[str, ...] = TRAINING_COLLECTIONS, progress: bool = True) -> list[AlignedPair]:
     """Aligned pairs for every usable piece of ``split`` (cached under ``cache_dir``).
 
-    Held out: one piece in five by name hash, and every piece of the demo corpus.
+    ``collections``: Debian MIDI collections (``encoders.corpus.DEBIAN_MIDI_DIRS``) and music21 sources
+    (``encoders.music21_midi.SOURCES``); each group is cached on its own. Held out: one piece in five by
+    name hash, and every piece of the demo corpus.
     """
-    key = f"{split}-{soundfont}-v{versions}-{int(max_duration_s)}s-seed{seed}-{'+'.join(collections)}-d{DATA_VERSION}"
-    cache = Path(cache_dir) / f"{key}.pkl"
-    if cache.exists():
-        return pickle.loads(cache.read_bytes())
+    debian = tuple(c for c in collections if c not in MUSIC21_SOURCES)
+    music21 = tuple(c for c in collections if c in MUSIC21_SOURCES)
+    pairs: list[AlignedPair] = []
+    for group, offset in ((debian, 0), (music21, 50_000)):
+        if not group:
+            continue
+        key = f"{split}-{soundfont}-v{versions}-{int(max_duration_s)}s-seed{seed}-{'+'.join(group)}-d{DATA_VERSION}"
+        cache = Path(cache_dir) / f"{key}.pkl"
+        if not cache.exists():
+            jobs = [(name, source, soundfont, versions, seed * 100_003 + offset + i)
+                    for i, (name, source) in enumerate(_sources(split, group, max_duration_s, seed))]
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(pickle.dumps(_render(jobs, workers, f"{split} {'+'.join(group)} ({soundfont})",
+                                                   progress)))
+        pairs += pickle.loads(cache.read_bytes())
+    return pairs
+
+
+def _sources(split: str, group: tuple[str, ...], max_duration_s: float, seed: int) -> list[tuple[str, object]]:
+    """(name, PrettyMIDI or music21 spec) of the pieces of ``split`` in one group of collections."""
+    if group[0] in MUSIC21_SOURCES:
+        return [(name, spec) for name, spec in music21_sources(group, N_ESSEN, seed) if in_split(name, split, set())]
     extra = demo_pieces()
-    pieces = [(name, pm) for name, pm in usable_pieces(debian_midi_files(collections), 20.0, max_duration_s)
-              if in_split(name, split, extra)]
-    jobs = [(name, pm, soundfont, versions, seed * 100_003 + i) for i, (name, pm) in enumerate(pieces)]
+    return [(name, pm) for name, pm in usable_pieces(debian_midi_files(group), 20.0, max_duration_s)
+            if in_split(name, split, extra)]
+
+
+def _render(jobs: list[tuple], workers: int, what: str, progress: bool) -> list[AlignedPair]:
     pairs: list[AlignedPair] = []
     with Pool(workers) as pool:
         for i, result in enumerate(pool.imap(_render_pair, jobs)):
             pairs += result
-            if progress and (i + 1) % 10 == 0:
-                print(f"  rendered {i + 1}/{len(jobs)} {split} pieces ({soundfont})", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_bytes(pickle.dumps(pairs))
+            if progress and (i + 1) % 20 == 0:
+                print(f"  rendered {i + 1}/{len(jobs)} {what} pieces", flush=True)
     return pairs
 
 
 __all__ = ["AlignedPair", "HELDOUT_SOUNDFONT", "MIDI_SIDE_SOUNDFONT", "TRAIN_SOUNDFONT", "aligned_pairs",
-           "piece_split"]
+           "is_validation", "piece_split"]

@@ -97,3 +97,43 @@ def test_weights_path_errors_say_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="mirmatch train"):
         load_hasher(str(tmp_path / "missing.pt"))
     assert load_hasher("random-projection:3").seed == 3
+
+
+def test_music21_pieces_are_deterministic_multi_instrument_midi():
+    from encoders.music21_midi import midi_from_spec, music21_sources
+
+    sources = music21_sources(("bach",))
+    assert len(sources) > 300 and all(name.startswith("bach_") for name, _ in sources)
+    name, spec = next((n, s) for n, s in sources if midi_from_spec(n, s) is not None)
+    pm, again = midi_from_spec(name, spec), midi_from_spec(name, spec)
+    pitched = [inst for inst in pm.instruments if not inst.is_drum]
+    assert len(pitched) == 4 and 20.0 <= pm.get_end_time() <= 61.0  # four voices, 20-60 s (+ drum tail)
+    assert [(n.start, n.pitch, n.velocity) for i in pm.instruments for n in i.notes] == \
+        [(n.start, n.pitch, n.velocity) for i in again.instruments for n in i.notes]
+
+
+def test_validation_pieces_are_music21_training_pieces_never_held_out():
+    from encoders.training_data import in_split, is_validation
+
+    names = [f"bach_bwv{i}.6" for i in range(300)] + [f"simutrans_{i:03d}" for i in range(300)]
+    val = [n for n in names if in_split(n, "val", set())]
+    assert val and all(n.startswith("bach_") and is_validation(n) for n in val)
+    assert all(in_split(n, "train", set()) and not in_split(n, "heldout", set()) for n in val)
+    assert not any(is_validation(n) for n in names if n.startswith("simutrans"))
+
+
+def test_masked_negatives_do_not_count():
+    a = torch.tensor([[1.0, -1.0, 1.0, 1.0]])
+    negatives = torch.stack([a, -a], dim=1)  # a false negative (identical code) and a true one
+    masked = contrastive_loss(a, a, negatives, margin=2.0, alpha=5.0, penalty=0.1, neg_mask=torch.tensor([[0.0, 1.0]]))
+    assert float(masked) == pytest.approx(0.0, abs=1e-6)
+    assert float(contrastive_loss(a, a, negatives, margin=2.0, alpha=5.0, penalty=0.1)) > 1
+
+
+def test_phase_two_draws_debian_and_music21_pieces_in_the_asked_shares():
+    from encoders.train import _draw_weights
+
+    names = ["bach_bwv1.6", "bach_bwv2.6", "bach_bwv3.6", "simutrans_a"]
+    w = _draw_weights(names, 0.5)
+    assert w[-1] == pytest.approx(0.5) and w[:3] == pytest.approx([1 / 6] * 3)
+    assert _draw_weights(names, None) is None and _draw_weights(["simutrans_a", "mma_b"], 0.5) is None
