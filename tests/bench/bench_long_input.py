@@ -40,7 +40,9 @@ print(json.dumps({"seconds": time.perf_counter() - started, "duration_s": result
 
 def measure(path: Path, mode: str) -> dict:
     proc = subprocess.run([sys.executable, "-c", CHILD, str(path), mode], cwd=REPO, capture_output=True,
-                          text=True, check=True)
+                          text=True)
+    if proc.returncode:
+        sys.exit(f"the {mode} analysis of {path.name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
