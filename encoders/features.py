@@ -108,12 +108,23 @@ def chroma_from_cqt(magnitude: np.ndarray) -> np.ndarray:
     return chroma.T.astype(np.float32)
 
 
+#: Beat tracking's tempogram grows with the track (~3 KB per frame): longer tracks are tracked in windows.
+BEAT_WINDOW_FRAMES = 1 << 14  # ~12.7 min
+
+
 def estimate_beats(cqt: np.ndarray) -> np.ndarray:
-    """Beat times (s) tracked on the onset strength of the log-CQT."""
+    """Beat times (s) tracked on the onset strength of the log-CQT (in ~12.7-minute windows, each with its
+    own tempo, on longer tracks: memory stays bounded)."""
     envelope = librosa.onset.onset_strength(S=cqt.T * DB_RANGE, sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
-    _, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=SAMPLE_RATE, hop_length=HOP_LENGTH,
-                                       units="time")
-    return np.asarray(beats, dtype=np.float64)
+    if len(envelope) <= BEAT_WINDOW_FRAMES:
+        _, beats = librosa.beat.beat_track(onset_envelope=envelope, sr=SAMPLE_RATE, hop_length=HOP_LENGTH,
+                                           units="time")
+        return np.asarray(beats, dtype=np.float64)
+    frames = [librosa.beat.beat_track(onset_envelope=envelope[start:start + BEAT_WINDOW_FRAMES], sr=SAMPLE_RATE,
+                                      hop_length=HOP_LENGTH, units="frames")[1] + start
+              for start in range(0, len(envelope), BEAT_WINDOW_FRAMES)]
+    times = librosa.frames_to_time(np.concatenate(frames), sr=SAMPLE_RATE, hop_length=HOP_LENGTH)
+    return np.asarray(times, dtype=np.float64)
 
 
 def audio_features(y: np.ndarray, beat_times: np.ndarray | None = None) -> Features:

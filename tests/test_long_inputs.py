@@ -103,3 +103,15 @@ def test_structure_grid_caps_the_number_of_units():
     assert len(structure_grid(np.array([]), 10_800.0, max_units=2048)) == 2048
     short = np.arange(0, 60, 0.5)
     assert np.array_equal(structure_grid(short, 60.0), short)
+
+
+def test_beats_of_long_tracks_are_tracked_in_windows_without_gaps():
+    from encoders.features import BEAT_WINDOW_FRAMES, FRAME_RATE, estimate_beats
+
+    n = 2 * BEAT_WINDOW_FRAMES + 5000  # three windows
+    cqt = np.zeros((n, 48), np.float32)
+    cqt[::11, 10:20] = 1.0  # a pulse every 11 frames (~0.51 s)
+    beats = estimate_beats(cqt)
+    period = 11 / FRAME_RATE
+    assert len(beats) == pytest.approx(n / 11, rel=0.05)
+    assert np.all(np.diff(beats) > 0) and np.diff(beats).max() < 2.5 * period
