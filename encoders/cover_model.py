@@ -1,10 +1,14 @@
-"""Learned key-invariant version embeddings (after Doras & Peeters 2019): a chroma CNN trained with triplets.
+"""Learned key-invariant version embeddings (after Doras & Peeters 2019): chroma CNNs trained with triplets.
 
-Input: beat-synchronous chroma (two steps per beat, per-step max-normalised), as a one-channel image of 12
-pitch classes by time. Convolutions wrap around the pitch-class axis (circular padding) and never stride
-along it, so every feature map is equivariant to transposition (a circular shift of the input shifts the
-maps); the maximum over the pitch-class axis then makes the embedding exactly invariant to key. Masked
-mean and max pooling over time give one L2-normalised vector per track, whatever its length.
+Two networks of the same architecture, whose embeddings are concatenated (an ensemble of two inputs):
+* "beat": beat-synchronous chroma (two steps per beat, tempo octave canonicalised, 3 tempo views);
+* "fixed": chroma at a fixed hop (FIXED_HOP_S), trained with time stretches of 0.5-2x, so it does not depend
+  on the beat tracker (3 stretch views).
+Each input is per-step max-normalised, a one-channel image of 12 pitch classes by time. Convolutions wrap
+around the pitch-class axis (circular padding) and never stride along it, so every feature map is
+equivariant to transposition (a circular shift of the input shifts the maps); the maximum over the
+pitch-class axis then makes the embedding exactly invariant to key. Masked mean and max pooling over time
+give one L2-normalised vector per track, whatever its length.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from torch.nn import functional as F
 from encoders.cover import beat_chroma
 
 STEPS_PER_BEAT = 2
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cover-embedding-v1.pt"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cover-embedding-v2.pt"
 MIN_STEPS = 8
 TEMPO_VIEWS = (1.0, 1.5, 2.0 / 3.0)  # beat-period ratios averaged by cover_embedding
 CANONICAL_BEAT_S = 0.5  # beats are brought into [0.5, 1.0) s (60-120 per minute)
+FIXED_HOP_S = 0.093  # hop of the fixed-rate input (about two feature frames)
+FIXED_STRETCHES = (1.0, 1.5, 2.0 / 3.0)  # hop multipliers averaged by cover_embedding for the fixed-rate net
+INPUTS = ("beat", "fixed")
 
 
 def subdivide(beat_times: np.ndarray | None, steps: int = STEPS_PER_BEAT) -> np.ndarray | None:
@@ -62,6 +69,22 @@ def beat_steps(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | N
     """(n_frames, 12) chroma -> (n_steps, 12) float32 sub-beat chroma (tempo octave canonicalised), each
     step max-normalised."""
     steps = beat_chroma(np.asarray(chroma, dtype=np.float32), frame_rate, subdivide(canonical_beats(beat_times)))
+    steps = steps / (steps.max(axis=1, keepdims=True) + 1e-6)
+    if len(steps) < MIN_STEPS:
+        steps = np.concatenate([steps, np.zeros((MIN_STEPS - len(steps), 12), np.float32)])
+    return steps.astype(np.float32)
+
+
+def fixed_steps(chroma: np.ndarray, frame_rate: float, hop_s: float = FIXED_HOP_S) -> np.ndarray:
+    """(n_frames, 12) chroma -> (n_steps, 12) float32 chroma averaged over windows of ``hop_s``, each step
+    max-normalised (no beats needed)."""
+    c = np.asarray(chroma, dtype=np.float32)
+    n = len(c)
+    if n == 0:
+        return np.zeros((MIN_STEPS, 12), np.float32)
+    starts = np.unique(np.round(np.arange(0.0, n / frame_rate, hop_s) * frame_rate).astype(int))
+    starts = starts[starts < n]
+    steps = np.add.reduceat(c, starts, axis=0) / np.diff(np.append(starts, n))[:, None]
     steps = steps / (steps.max(axis=1, keepdims=True) + 1e-6)
     if len(steps) < MIN_STEPS:
         steps = np.concatenate([steps, np.zeros((MIN_STEPS - len(steps), 12), np.float32)])
@@ -115,21 +138,29 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def save_model(model: CoverNet, path: str | Path, meta: dict | None = None) -> None:
-    """Write weights plus the architecture config (and training metadata) to ``path``."""
+def save_models(models: dict[str, CoverNet], path: str | Path, meta: dict | None = None) -> None:
+    """Write each input's network (weights plus architecture config) and training metadata to ``path``."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"config": model.config, "state_dict": state, "meta": meta or {}}, path)
+    nets = {name: {"config": m.config, "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()}}
+            for name, m in models.items()}
+    torch.save({"nets": nets, "meta": meta or {}}, path)
 
 
 @functools.lru_cache(maxsize=4)
-def load_model(path: str | Path = DEFAULT_WEIGHTS) -> CoverNet:
-    """The network stored at ``path``, in eval mode on ``device()`` (cached per path)."""
+def load_models(path: str | Path = DEFAULT_WEIGHTS) -> dict[str, CoverNet]:
+    """The networks stored at ``path`` by input name, in eval mode on ``device()`` (cached per path)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = blob["config"]
-    model = CoverNet(tuple(cfg["channels"]), cfg["dim"])
-    model.load_state_dict(blob["state_dict"])
-    return model.eval().to(device())
+    out = {}
+    for name, net in blob["nets"].items():
+        model = CoverNet(tuple(net["config"]["channels"]), net["config"]["dim"])
+        model.load_state_dict(net["state_dict"])
+        out[name] = model.eval().to(device())
+    return out
+
+
+def load_model(path: str | Path = DEFAULT_WEIGHTS, name: str = "beat") -> CoverNet:
+    """One network (``name``: 'beat' or 'fixed') of the file at ``path``."""
+    return load_models(path)[name]
 
 
 def embed_steps(model: CoverNet, steps: list[np.ndarray], batch: int = 64) -> np.ndarray:
@@ -148,13 +179,26 @@ def embed_steps(model: CoverNet, steps: list[np.ndarray], batch: int = 64) -> np
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.config["dim"]), np.float32)
 
 
+def input_views(name: str, chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None) -> list[np.ndarray]:
+    """The step-chroma views one network sees of a track: TEMPO_VIEWS of the beats, or FIXED_STRETCHES of the hop."""
+    if name == "fixed":
+        return [fixed_steps(chroma, frame_rate, FIXED_HOP_S * r) for r in FIXED_STRETCHES]
+    return [beat_steps(chroma, frame_rate, scaled_beats(beat_times, r)) for r in TEMPO_VIEWS]
+
+
+def combine(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate per-network (n, dim) embeddings, each L2-normalised and weighted equally; unit-norm rows."""
+    unit = [p / (np.linalg.norm(p, axis=-1, keepdims=True) + 1e-9) for p in parts]
+    return (np.concatenate(unit, axis=-1) / np.sqrt(len(unit))).astype(np.float32)
+
+
 def cover_embedding(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None = None,
                     weights: str | Path = DEFAULT_WEIGHTS) -> np.ndarray:
-    """(n_frames, 12) chroma and beat times -> L2-normalised, key-invariant (dim,) version embedding.
+    """(n_frames, 12) chroma and beat times -> L2-normalised, key-invariant version embedding.
 
-    The mean of the embeddings at the given beat period and at 3/2 and 2/3 of it: beat trackers often
-    lock to a dotted or a triplet level, and two of three views then still agree.
+    Per network, the mean of the embeddings of its views (beat periods x 1, 3/2, 2/3: trackers often lock to
+    a dotted or triplet level; fixed hops x 1, 3/2, 2/3), then the networks' vectors concatenated.
     """
-    views = [beat_steps(chroma, frame_rate, scaled_beats(beat_times, r)) for r in TEMPO_VIEWS]
-    mean = embed_steps(load_model(weights), views).mean(axis=0)
-    return (mean / (np.linalg.norm(mean) + 1e-9)).astype(np.float32)
+    parts = [embed_steps(model, input_views(name, chroma, frame_rate, beat_times)).mean(axis=0)
+             for name, model in load_models(weights).items()]
+    return combine(parts)

@@ -1,5 +1,8 @@
 """Training the version embedding: triplet loss with semi-hard negative mining (Doras & Peeters 2019).
 
+Two networks are trained separately and concatenated (encoders/cover_model.py): "beat" (below) and "fixed",
+which sees chroma at a fixed hop stretched by a random factor in STRETCH (log-uniform) instead of beat views.
+
 Batches hold P tune families with two versions each. Every version is seen through a random view of its
 beats (the score's grid, beats tracked on the audio, or the score's beat period x 3/2 or x 2/3, as a beat
 tracker may give; the tempo octave is canonicalised by ``beat_steps``)
@@ -21,17 +24,23 @@ from encoders.cover_data import CoverItem, cover_corpus
 from encoders.cover_eval import calibrate_threshold, precision_threshold, retrieval_metrics
 from encoders.cover_model import (
     DEFAULT_WEIGHTS,
-    TEMPO_VIEWS,
+    FIXED_HOP_S,
+    INPUTS,
     CoverNet,
     beat_steps,
+    combine,
     embed_steps,
-    save_model,
+    fixed_steps,
+    input_views,
+    save_models,
     scaled_beats,
 )
 from encoders.features import FRAME_RATE
 
 VIEW_P = (0.4, 0.4, 0.1, 0.1)  # score beats, tracked beats, score x 3/2, score x 2/3 (at full curriculum)
 CURRICULUM = (0.3, 0.7)  # score beats only before 30 % of the steps, then more tracked beats until 70 %
+STRETCH = (0.5, 2.0)  # range of the fixed-rate net's random hop multiplier (tempo augmentation)
+CROP = {"beat": 96, "fixed": 256}  # longest training crop, in steps
 
 
 def item_views(item: CoverItem) -> list[np.ndarray]:
@@ -42,12 +51,16 @@ def item_views(item: CoverItem) -> list[np.ndarray]:
     return [beat_steps(chroma, FRAME_RATE, b) for b in grids]
 
 
-def eval_embeddings(model: CoverNet, items: list[CoverItem]) -> np.ndarray:
-    """Embeddings as the pipeline computes them for recordings: tracked beats, mean over TEMPO_VIEWS."""
-    views = [[beat_steps(it.chroma.astype(np.float32), FRAME_RATE, scaled_beats(it.tracked_beats, r))
-              for it in items] for r in TEMPO_VIEWS]
-    mean = np.mean([embed_steps(model, v) for v in views], axis=0)
-    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+def eval_embeddings(models: dict[str, CoverNet], items: list[CoverItem], beats: str = "tracked") -> np.ndarray:
+    """Embeddings as ``cover_embedding`` computes them, with beats tracked on the audio (as the pipeline has
+    for recordings) or the score's grid (``beats='score'``, as for MIDI files)."""
+    parts = []
+    for name, model in models.items():
+        per_item = [input_views(name, it.chroma.astype(np.float32), FRAME_RATE,
+                                it.tracked_beats if beats == "tracked" else it.beat_times) for it in items]
+        n_views = len(per_item[0]) if per_item else 0
+        parts.append(np.mean([embed_steps(model, [v[k] for v in per_item]) for k in range(n_views)], axis=0))
+    return combine(parts)
 
 
 def semihard_triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
@@ -79,12 +92,17 @@ def view_probabilities(progress: float) -> np.ndarray:
 
 
 def _batch(views: list[list[np.ndarray]], groups: list[list[int]], rng: np.random.Generator, families: int,
-           crop: int, view_p: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+           crop: int, view_p: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A batch of crops; ``view_p`` None: ``views`` hold one chroma per item, seen at a random fixed hop."""
     chosen = rng.choice(len(groups), size=min(families, len(groups)), replace=False)
     seqs, labels = [], []
     for g in chosen:
         for item in rng.choice(groups[g], size=2, replace=False):
-            s = views[item][int(rng.choice(4, p=view_p))]
+            if view_p is None:
+                stretch = float(np.exp(rng.uniform(np.log(STRETCH[0]), np.log(STRETCH[1]))))
+                s = fixed_steps(views[item][0], FRAME_RATE, FIXED_HOP_S * stretch)
+            else:
+                s = views[item][int(rng.choice(4, p=view_p))]
             length = min(len(s), crop)
             if rng.random() < 0.5:
                 length = max(8, int(length * rng.uniform(0.6, 1.0)))
@@ -99,24 +117,26 @@ def _batch(views: list[list[np.ndarray]], groups: list[list[int]], rng: np.rando
     return torch.from_numpy(x), torch.from_numpy(m), torch.tensor(labels)
 
 
-def train_cover_model(items: list[CoverItem], *, seed: int = 0, steps: int = 3000, families: int = 32,
-                      crop: int = 96, lr: float = 2e-3, margin: float = 0.3,
+def train_cover_model(items: list[CoverItem], *, net: str = "beat", seed: int = 0, steps: int = 3000,
+                      families: int = 32, lr: float = 2e-3, margin: float = 0.3,
                       log: Callable[[str], None] = print) -> CoverNet:
-    """Train a CoverNet on ``items`` (families of at least two versions are used); seeded."""
+    """Train the CoverNet of input ``net`` ('beat' or 'fixed') on ``items`` (families of two or more); seeded."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     by_family: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_family.setdefault(it.family, []).append(i)
     groups = [g for _, g in sorted(by_family.items()) if len(g) >= 2]
-    views = [item_views(it) for it in items]
+    views = ([item_views(it) for it in items] if net == "beat"
+             else [[it.chroma.astype(np.float32)] for it in items])
     model = CoverNet()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     started, running = time.perf_counter(), 0.0
     model.train()
     for step in range(1, steps + 1):
-        x, m, labels = _batch(views, groups, rng, families, crop, view_probabilities(step / steps))
+        view_p = view_probabilities(step / steps) if net == "beat" else None
+        x, m, labels = _batch(views, groups, rng, families, CROP[net], view_p)
         loss = semihard_triplet_loss(model(x, m), labels, margin)
         opt.zero_grad()
         loss.backward()
@@ -124,27 +144,33 @@ def train_cover_model(items: list[CoverItem], *, seed: int = 0, steps: int = 300
         sched.step()
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 100 == 0 or step == steps:
-            log(f"  step {step}/{steps} loss {running:.4f} ({time.perf_counter() - started:.0f} s)")
+            log(f"  {net} step {step}/{steps} loss {running:.4f} ({time.perf_counter() - started:.0f} s)")
     return model.eval()
 
 
 def train_and_save(out: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, steps: int = 3000,
                    log: Callable[[str], None] = print) -> dict:
-    """Build the corpus, train on its train split, calibrate the clustering threshold on val (pair precision
-    0.9; the ARI-best one is recorded too), save."""
+    """Build the corpus, train both networks on its train split, calibrate the clustering threshold on val (pair
+    precision 0.9; the ARI-best one is recorded too), save."""
     torch.set_num_threads(1)
     started = time.perf_counter()
     train, val = cover_corpus("train"), cover_corpus("val")
     log(f"  {len(train)} training versions in {len({it.family for it in train})} families; "
         f"{len(val)} validation versions")
-    model = train_cover_model(train, seed=seed, steps=steps, log=log)
+    models = {net: train_cover_model(train, net=net, seed=seed, steps=steps, log=log) for net in INPUTS}
     seconds = time.perf_counter() - started
-    emb = eval_embeddings(model, val)
-    fams = [it.family for it in val]
-    best_ari_threshold, ari = calibrate_threshold(emb, fams)
-    meta = {"seed": seed, "steps": steps, "train_seconds": round(seconds, 1), "train_versions": len(train),
-            "val": retrieval_metrics(emb, fams), "cluster_similarity": precision_threshold(emb, fams),
-            "best_ari_similarity": best_ari_threshold, "val_ari": round(ari, 4)}
-    save_model(model, out, meta)
+    meta = {"seed": seed, "steps": steps, "train_seconds": round(seconds, 1), "train_versions": len(train)}
+    meta.update(validation_meta(models, val))
+    save_models(models, out, meta)
     log(f"  saved {out}: {meta}")
     return meta
+
+
+def validation_meta(models: dict[str, CoverNet], val: list[CoverItem]) -> dict:
+    """Validation figures (tracked and score beats) and the calibrated clustering thresholds."""
+    emb = eval_embeddings(models, val)
+    fams = [it.family for it in val]
+    best_ari_threshold, ari = calibrate_threshold(emb, fams)
+    return {"val": retrieval_metrics(emb, fams), "val_score_beats": retrieval_metrics(eval_embeddings(
+        models, val, "score"), fams), "cluster_similarity": precision_threshold(emb, fams),
+        "best_ari_similarity": best_ari_threshold, "val_ari": round(ari, 4)}

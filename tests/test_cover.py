@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from encoders.cover import ftm2d_embedding
-from encoders.cover_model import DEFAULT_WEIGHTS, cover_embedding, embed_steps, load_model
+from encoders.cover_model import DEFAULT_WEIGHTS, cover_embedding, embed_steps, fixed_steps, load_model
 from hashing.clustering import cluster_labels
 
 
@@ -32,11 +32,20 @@ def test_learned_embedding_is_key_invariant_by_construction(rng):
     beats = np.arange(0, 30, 0.45)
     piece = rng.random((650, 12)).astype(np.float32) ** 4
     e = cover_embedding(piece, 21.5, beats)
-    assert e.shape == (128,) and abs(np.linalg.norm(e) - 1) < 1e-5
+    assert e.shape == (256,) and abs(np.linalg.norm(e) - 1) < 1e-5
     for shift in range(1, 12):
         assert float(e @ cover_embedding(np.roll(piece, shift, axis=1), 21.5, beats)) > 0.9999
     other = cover_embedding(rng.random((650, 12)).astype(np.float32) ** 4, 21.5, beats)
     assert float(e @ other) < 0.999
+
+
+def test_fixed_rate_half_does_not_depend_on_beats(rng):
+    piece = rng.random((650, 12)).astype(np.float32) ** 4
+    steps = fixed_steps(piece, 21.5)
+    assert abs(len(steps) - 650 / 21.5 / 0.093) <= 2 and np.allclose(steps.max(axis=1), 1, atol=1e-4)
+    with_beats, without = cover_embedding(piece, 21.5, np.arange(0, 30, 0.45)), cover_embedding(piece, 21.5, None)
+    assert np.allclose(with_beats[128:], without[128:], atol=1e-6)  # the fixed-rate network's half
+    assert not np.allclose(with_beats[:128], without[:128], atol=1e-3)
 
 
 def test_batched_embeddings_do_not_depend_on_padding(rng):

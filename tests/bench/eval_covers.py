@@ -23,22 +23,18 @@ from _common import report
 from encoders.cover import ftm2d_embedding
 from encoders.cover_data import CoverItem, cover_corpus
 from encoders.cover_eval import calibrate_threshold, clustering_ari, retrieval_metrics
-from encoders.cover_model import DEFAULT_WEIGHTS, TEMPO_VIEWS, beat_steps, embed_steps, load_model, scaled_beats
+from encoders.cover_model import DEFAULT_WEIGHTS, load_models
+from encoders.cover_train import eval_embeddings
 from encoders.features import FRAME_RATE
 
 
 def embeddings(items: list[CoverItem], method: str, beats: str, weights: str) -> np.ndarray:
     """One embedding per version with ``method`` ('learned' or 'ftm2d')."""
-    chromas = [it.chroma.astype(np.float32) for it in items]
-    grids = [it.tracked_beats if beats == "tracked" else it.beat_times for it in items]
     if method == "ftm2d":
+        chromas = [it.chroma.astype(np.float32) for it in items]
+        grids = [it.tracked_beats if beats == "tracked" else it.beat_times for it in items]
         return np.stack([ftm2d_embedding(c, FRAME_RATE, b) for c, b in zip(chromas, grids, strict=True)])
-    model = load_model(weights)
-    views = [embed_steps(model, [beat_steps(c, FRAME_RATE, scaled_beats(b, r)) for c, b in zip(chromas, grids,
-                                                                                                strict=True)])
-             for r in TEMPO_VIEWS]  # as encoders.cover_model.cover_embedding does for one track
-    mean = np.mean(views, axis=0)
-    return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    return eval_embeddings(load_models(weights), items, beats)  # as cover_embedding does for one track
 
 
 def main() -> None:
