@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--frames-from", default=None,
                        help="reuse the frame encoders of these weights and train only the sequence encoders")
     train.add_argument("--cover", action="store_true", help="train the version (cover) embedding instead: triplet "
-                       "loss on music21 tune families; writes encoders/weights/cover-embedding-v1.pt by default")
+                       "loss on music21 tune families; writes encoders/weights/cover-embedding-v2.pt by default")
     train.add_argument("--cover-steps", type=int, default=None, help="optimisation steps of the cover embedding")
     return parser
 
