@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the learned hash encoders",
                            description="Train the learned hash encoders (frame and sequence networks for audio and "
-                                       "MIDI) on the training split of the Debian MIDI collections; with the "
+                                       "MIDI) on the training split of the Debian MIDI collections and music21's "
+                                       "Bach chorales; with the "
                                        "defaults this reproduces the shipped weights. Writes WEIGHTS.pt and "
                                        "WEIGHTS.json (configuration and losses); pass the .pt file as --model.")
     train.add_argument("--out", default=None, help="where to write the weights (default: the shipped model's path)")
