@@ -147,8 +147,7 @@ def audio_warnings(y: np.ndarray | None = None, share: float | None = None) -> l
 
 def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis:
     """Run every per-track stage; raises MediaError for unusable input."""
-    features, duration, warnings = _features_and_warnings(data, modality)
-    return analysis_from_features(content_id(data), uri, modality, features, duration, hasher, warnings)
+    return analyze_source(data, uri, modality, hasher)
 
 
 #: Structural segmentation compares every beat with every other: long tracks use a coarser grid.
@@ -172,19 +171,23 @@ IN_MEMORY_BYTES = 64 << 20
 
 def analyze_source(source: bytes | BinaryIO, uri: str, modality: str, hasher, track_id: str | None = None
                    ) -> TrackAnalysis:
-    """``analyze_track`` of a file's bytes or of an open file; recordings longer than LONG_AUDIO_S are
-    decoded and analysed block by block (``analyze_long_audio``), so memory stays bounded."""
+    """``analyze_track`` of a file's bytes or of an open file (``track_id``: its content id, when known);
+    recordings longer than LONG_AUDIO_S are decoded and analysed block by block (``analyze_long_audio``), so
+    memory stays bounded."""
     if isinstance(source, bytes | bytearray):
-        return analyze_track(bytes(source), uri, modality, hasher)
-    track_id = track_id or content_id_of_file(source)
-    if modality == "midi":
-        size = source.seek(0, 2)
-        raise MediaError(f"MIDI file of {size / 2**20:.0f} MB is far too big for a score; is it a MIDI file?",
-                         "TooLarge")
-    if audio_duration(source) > LONG_AUDIO_S:
-        return analyze_long_audio(source, uri, hasher, track_id)
-    source.seek(0)
-    return analyze_track(source.read(), uri, modality, hasher)
+        data = bytes(source)
+    else:
+        track_id = track_id or content_id_of_file(source)
+        if modality == "midi":
+            size = source.seek(0, 2)
+            raise MediaError(f"MIDI file of {size / 2**20:.0f} MB is far too big for a score; is it a MIDI file?",
+                             "TooLarge")
+        if audio_duration(source) > LONG_AUDIO_S:
+            return analyze_long_audio(source, uri, hasher, track_id)
+        source.seek(0)
+        data = source.read()
+    features, duration, warnings = _features_and_warnings(data, modality)
+    return analysis_from_features(track_id or content_id(data), uri, modality, features, duration, hasher, warnings)
 
 
 def analyze_long_audio(f: BinaryIO, uri: str, hasher, track_id: str) -> TrackAnalysis:

@@ -20,6 +20,7 @@ LONG_AUDIO_S = 10 * 60.0  # recordings longer than this are decoded and analysed
 MAX_AUDIO_DURATION_S = 12 * 3600.0  # longer recordings are refused
 STREAM_BLOCK_S = 60.0
 MAX_MIDI_NOTES = 200_000
+SILENT_PEAK = 1e-4  # -80 dBFS: quieter recordings are refused as silent
 CLIP_LEVEL = 0.999  # of full scale
 CLIPPED_SHARE_WARNING = 0.001  # a recording with this share of clipped samples gets a warning
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
@@ -57,29 +58,23 @@ def decode_audio(data: bytes, sr: int = SAMPLE_RATE, max_duration_s: float = MAX
 
     if not data:
         raise MediaError("empty file (0 bytes); remove it or re-export the recording", "EmptyFile")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            native_sr = f.samplerate
-            if f.frames / native_sr > max_duration_s:
-                raise MediaError(
-                    f"recording is {f.frames / native_sr:.0f} s long, over the {max_duration_s:.0f} s limit",
-                    "TooLong",
-                )
+    with _open_sound(io.BytesIO(data)) as f:
+        native_sr = f.samplerate
+        if f.frames / native_sr > max_duration_s:
+            raise MediaError(
+                f"recording is {f.frames / native_sr:.0f} s long, over the {max_duration_s:.0f} s limit",
+                "TooLong",
+            )
+        try:
             y = f.read(dtype="float32", always_2d=True)
-    except MediaError:
-        raise
-    except Exception as exc:  # libsndfile raises several types for unreadable input
-        reason = re.sub(r"<[^>]* at 0x[0-9a-f]+>", "the file", str(exc))  # no object addresses: reruns match
-        raise MediaError(
-            f"cannot decode audio ({reason}); supported formats are wav, flac, ogg and mp3", "DecodeError"
-        ) from None
+        except Exception as exc:  # libsndfile raises several types for unreadable input
+            raise _decode_error(exc) from None
     y = y.mean(axis=1)
     if y.size == 0:
         raise MediaError("audio has no samples", "EmptyAudio")
     if not np.isfinite(y).all():
         raise MediaError("audio contains NaN or infinite samples", "InvalidSamples")
-    if float(np.max(np.abs(y))) < 1e-4:
-        raise MediaError("audio is silent (peak below -80 dBFS)", "SilentAudio")
+    _check_audible(float(np.max(np.abs(y))))
     if native_sr != sr:
         y = librosa.resample(y, orig_sr=native_sr, target_sr=sr, res_type="soxr_hq")
     return np.ascontiguousarray(y, dtype=np.float32)
@@ -112,10 +107,17 @@ def _open_sound(f: BinaryIO) -> sf.SoundFile:
     try:
         return sf.SoundFile(f)
     except Exception as exc:  # libsndfile raises several types for unreadable input
-        reason = re.sub(r"<[^>]*>", "the file", str(exc))  # no object reprs (addresses, paths): reruns match
-        raise MediaError(
-            f"cannot decode audio ({reason}); supported formats are wav, flac, ogg and mp3", "DecodeError"
-        ) from None
+        raise _decode_error(exc) from None
+
+
+def _decode_error(exc: Exception) -> MediaError:
+    reason = re.sub(r"<[^>]*>", "the file", str(exc))  # no object reprs (addresses, paths): reruns match
+    return MediaError(f"cannot decode audio ({reason}); supported formats are wav, flac, ogg and mp3", "DecodeError")
+
+
+def _check_audible(peak: float) -> None:
+    if peak < SILENT_PEAK:
+        raise MediaError("audio is silent (peak below -80 dBFS)", "SilentAudio")
 
 
 def stream_audio(f: BinaryIO, sr: int = SAMPLE_RATE, block_s: float = STREAM_BLOCK_S,
@@ -155,8 +157,7 @@ def stream_audio(f: BinaryIO, sr: int = SAMPLE_RATE, block_s: float = STREAM_BLO
                 break
     if stats.samples == 0:
         raise MediaError("audio has no samples", "EmptyAudio")
-    if stats.peak < 1e-4:
-        raise MediaError("audio is silent (peak below -80 dBFS)", "SilentAudio")
+    _check_audible(stats.peak)
 
 
 def clipped_share(y: np.ndarray) -> float:

@@ -141,17 +141,10 @@ class AnalyzeTrack(beam.DoFn):
 
 def _read_error(uri: str, exc: Exception) -> str:
     """A one-line reason a path could not be read, and what to do."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, IsADirectoryError) or (FileSystems.exists(uri) and not _is_file(uri)):
+    if isinstance(exc, IsADirectoryError):
         return f"cannot read file: {uri} is a directory; pass the files inside it (e.g. '{uri}/*')"
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"cannot read file: {reason}; check that the path exists and is readable"
-
-
-def _is_file(uri: str) -> bool:
-    try:
-        return bool(FileSystems.match([uri])[0].metadata_list)
-    except Exception:
-        return False
 
 
 class ProposeCandidates(beam.DoFn):
