@@ -10,7 +10,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from encoders.cover_model import cover_embedding  # the 2D-FTM baseline: encoders.cover.ftm2d_embedding
+from encoders.cover_model import (  # the 2D-FTM baseline: encoders.cover.ftm2d_embedding
+    cover_embedding,
+    version_sequence,
+)
 from encoders.features import FRAME_RATE, Features, audio_features, streamed_audio_features
 from encoders.media import (
     CLIPPED_SHARE_WARNING,
@@ -102,6 +105,8 @@ class TrackAnalysis:
     cover_embedding: np.ndarray  # (d,) float32, L2-normalised
     segments: list[Segment] = field(default_factory=list)
     warnings: list[TrackWarning] = field(default_factory=list)
+    #: (n_beats, 12) float16 chroma on canonical-tempo beats, aligned to verify version candidates
+    version_sequence: np.ndarray = field(default_factory=lambda: np.zeros((0, 12), np.float16))
 
 
 def track_features(data: bytes, modality: str) -> tuple[Features, float]:
@@ -223,4 +228,5 @@ def analysis_from_features(track_id: str, uri: str, modality: str, features: Fea
         segments=learned_segments(cqt, features.frame_times[:n_frames], float(duration),
                                   structure_grid(beats, float(duration))),
         warnings=list(warnings or []),
+        version_sequence=version_sequence(features.chroma[:n_frames], FRAME_RATE, beats),
     )

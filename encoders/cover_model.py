@@ -75,6 +75,22 @@ def beat_steps(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | N
     return steps.astype(np.float32)
 
 
+#: Alignment steps kept per track for version verification (hashing.version_align): longer tracks are pooled.
+MAX_SEQUENCE_STEPS = 1024
+
+
+def version_sequence(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None,
+                     max_steps: int = MAX_SEQUENCE_STEPS) -> np.ndarray:
+    """(n_frames, 12) chroma -> (n_beats, 12) float16 unit-norm chroma on the canonical-tempo beats: the
+    sequence ``hashing.version_align`` aligns to verify version candidates (at most ``max_steps`` steps)."""
+    steps = beat_chroma(np.asarray(chroma, dtype=np.float32), frame_rate, canonical_beats(beat_times))
+    if len(steps) > max_steps:
+        factor = -(-len(steps) // max_steps)
+        pad = (-len(steps)) % factor
+        steps = np.concatenate([steps, np.repeat(steps[-1:], pad, axis=0)]).reshape(-1, factor, 12).mean(axis=1)
+    return (steps / (np.linalg.norm(steps, axis=1, keepdims=True) + 1e-9)).astype(np.float16)
+
+
 def fixed_steps(chroma: np.ndarray, frame_rate: float, hop_s: float = FIXED_HOP_S) -> np.ndarray:
     """(n_frames, 12) chroma -> (n_steps, 12) float32 chroma averaged over windows of ``hop_s``, each step
     max-normalised (no beats needed)."""

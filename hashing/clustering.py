@@ -103,10 +103,28 @@ def cluster_labels(ids: Sequence[str], embeddings: np.ndarray, extra_edges: Iter
     """
     order = sorted(range(len(ids)), key=lambda i: ids[i])  # independent of the input order
     sorted_ids = [ids[i] for i in order]
-    position = {track_id: i for i, track_id in enumerate(sorted_ids)}
     x = np.asarray(embeddings, dtype=np.float32)[order] if len(ids) else np.zeros((0, 1), np.float32)
-    n = len(sorted_ids)
     a, b, w = knn_graph(x, k, min_similarity)
+    edges = [(sorted_ids[i], sorted_ids[j], float(s)) for i, j, s in zip(a, b, w, strict=True)]
+    return cluster_graph(sorted_ids, edges, extra_edges)
+
+
+def cluster_graph(ids: Sequence[str], edges: Iterable[tuple[str, str, float]],
+                  extra_edges: Iterable[tuple[str, str]] = (), min_similarity: float = -np.inf) -> dict[str, str]:
+    """Communities of a weighted graph on ``ids`` given as (id, id, similarity) edges; edges below
+    ``min_similarity`` are dropped, and the ends of every extra edge are merged into one node first.
+
+    Returns {id: cluster_id}, a cluster's id being its smallest member id: deterministic whatever the order
+    of ``ids`` and ``edges``.
+    """
+    sorted_ids = sorted(set(ids))
+    position = {track_id: i for i, track_id in enumerate(sorted_ids)}
+    n = len(sorted_ids)
+    kept = sorted((min(position[u], position[v]), max(position[u], position[v]), float(s)) for u, v, s in edges
+                  if s >= min_similarity and u in position and v in position and u != v)
+    a = np.array([e[0] for e in kept], dtype=np.int64)
+    b = np.array([e[1] for e in kept], dtype=np.int64)
+    w = np.array([e[2] for e in kept], dtype=np.float64)
     extra = [(position[u], position[v]) for u, v in extra_edges if u in position and v in position]
     ea, eb = (np.array(extra, dtype=np.int64).T if extra else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
     node = _merge_nodes(n, ea, eb)
@@ -117,3 +135,17 @@ def cluster_labels(ids: Sequence[str], embeddings: np.ndarray, extra_edges: Iter
     for track_id, c in zip(sorted_ids, membership, strict=True):
         representative.setdefault(int(c), track_id)  # ids are sorted: the first is the smallest
     return {track_id: representative[int(c)] for track_id, c in zip(sorted_ids, membership, strict=True)}
+
+
+def verified_edges(embeddings: np.ndarray, sequences: Sequence[np.ndarray], k: int = 20,
+                   min_cosine: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Version edges (a, b, similarity) among the ``k`` nearest neighbours of each track with cosine at least
+    ``min_cosine``, re-scored by alignment (``hashing.version_align.verified_similarity``); the pipeline
+    computes the same pairs in parallel (``pipelines.stages.VerifyVersions``)."""
+    from hashing.version_align import verified_similarity
+
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    a, b, cos = knn_graph(x, k, min_cosine)
+    fused = np.array([verified_similarity(c, np.asarray(sequences[i], np.float32), np.asarray(sequences[j], np.float32))
+                      for i, j, c in zip(a, b, cos, strict=True)], dtype=np.float64)
+    return a, b, fused

@@ -27,7 +27,10 @@ from pipelines.stages import (
     ProposeCandidates,
     RankMatches,
     RefineCandidates,
+    VerifyVersions,
+    attach_sequence,
     cluster_rows,
+    version_candidates,
     write_audio_index,
 )
 
@@ -48,7 +51,9 @@ class RunConfig:
     n_candidates: int = 100  # survivors of the track-code search (stage 1)
     n_refine: int = 10  # survivors of hash-sequence DTW (stage 2), aligned on CQT
     model: str | None = None
-    cluster_similarity: float = 0.80  # cover-embedding-v2.pt: above the val-calibrated 0.75 (model card)
+    cluster_similarity: float = 0.80  # verified similarity (hashing.version_align); val-calibrated 0.75, model card
+    version_candidates: int = 20  # nearest neighbours per track verified by alignment
+    version_min_cosine: float = 0.5  # neighbours less similar than this are not verified
     beam_args: list[str] = field(default_factory=list)
     state: str | None = ""  # results kept between runs; "" = OUT/_state, None = keep nothing
     run_id: str | None = None  # default: the start time (pipelines.runs.new_run_id)
@@ -127,12 +132,31 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
     )
     embeddings = features | "Version embeddings" >> beam.Map(
         lambda t: (t.track_id, t.uri, t.modality, t.cover_embedding))
+    sequences = features | "Version sequences" >> beam.Map(lambda t: (t.track_id, t.version_sequence))
+    k, min_cosine = cfg.version_candidates, cfg.version_min_cosine
+    to_verify = (
+        p
+        | "Version trigger" >> beam.Create([None])
+        | "Version candidates" >> beam.FlatMap(lambda _, tracks: version_candidates(tracks, k, min_cosine),
+                                               beam.pvalue.AsList(embeddings))
+    )
+    first_sent = (
+        {"pairs": to_verify, "seq": sequences}
+        | "Join first sequence" >> beam.CoGroupByKey()
+        | "Send first sequence" >> beam.FlatMap(attach_sequence)
+    )
+    version_edges = (
+        {"pairs": first_sent, "seq": sequences}
+        | "Join second sequence" >> beam.CoGroupByKey()
+        | "Verify versions" >> beam.ParDo(VerifyVersions())
+    )
     similarity = cfg.cluster_similarity
     clusters = (
         p
         | "Cluster trigger" >> beam.Create([None])
-        | "Cluster" >> beam.FlatMap(lambda _, tracks, edges: cluster_rows(tracks, edges, similarity),
-                                    beam.pvalue.AsList(embeddings), beam.pvalue.AsList(match_edges))
+        | "Cluster" >> beam.FlatMap(lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, similarity),
+                                    beam.pvalue.AsList(embeddings), beam.pvalue.AsList(version_edges),
+                                    beam.pvalue.AsList(match_edges))
     )
     side: dict[str, beam.pvalue.AsSideInput] = {"written_index": beam.pvalue.AsList(index_files)}
     for table, pcoll in [("tracks", analyzed[TRACKS]), ("errors", analyzed[ERRORS]),

@@ -326,19 +326,69 @@ class RankMatches(beam.DoFn):
                 })
 
 
-def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], match_edges: list[tuple[str, str]],
-                 min_similarity: float) -> list[dict]:
-    """One `clusters` row per distinct track id, from version embeddings and match edges."""
-    from hashing.clustering import cluster_labels
+def version_candidates(tracks: list[tuple[str, str, str, np.ndarray]], k: int,
+                       min_cosine: float) -> list[tuple[str, tuple[str, float]]]:
+    """(id, (other id, cosine)) for each track's ``k`` nearest neighbours by version embedding (faiss), the
+    pairs to verify by alignment; one pair per two distinct track ids."""
+    from hashing.clustering import knn_graph
 
+    by_id = _tracks_by_id(tracks)
+    ids = sorted(by_id)
+    if len(ids) < 2:
+        return []
+    a, b, cos = knn_graph(np.stack([by_id[i][2] for i in ids]), k, min_cosine)
+    Metrics.counter("mirmatch", "version_candidates").inc(len(a))
+    return [(ids[i], (ids[j], float(c))) for i, j, c in zip(a, b, cos, strict=True)]
+
+
+def attach_sequence(element: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
+    """Join step of version verification: (id, {'pairs': [(other, ...)], 'seq': [sequence]}) -> for each pair,
+    (other, (id, ..., sequence)); the sequence travels to the other end of each pair."""
+    track_id, grouped = element
+    sequences = list(grouped["seq"])
+    if not sequences:  # cannot happen for ids from the same analysis; skip rather than fail the run
+        return
+    for other, *rest in grouped["pairs"]:
+        yield other, (track_id, *rest, sequences[0])
+
+
+class VerifyVersions(beam.DoFn):
+    """(id b, {'pairs': [(id a, cosine, sequence a)], 'seq': [sequence b]}) -> (a, b, verified similarity)."""
+
+    def __init__(self):
+        self.verified = Metrics.counter("mirmatch", "version_pairs_verified")
+
+    def process(self, element: tuple[str, dict]) -> Iterator[tuple[str, str, float]]:
+        from hashing.version_align import verified_similarity
+
+        b, grouped = element
+        sequences = list(grouped["seq"])
+        if not sequences:
+            return
+        seq_b = np.asarray(sequences[0], dtype=np.float32)
+        for a, cosine, seq_a in grouped["pairs"]:
+            self.verified.inc()
+            yield a, b, verified_similarity(cosine, np.asarray(seq_a, dtype=np.float32), seq_b)
+
+
+def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, tuple[str, str, np.ndarray]]:
+    """id -> (uri, modality, embedding), the first uri in order where one content has several."""
     by_id: dict[str, tuple[str, str, np.ndarray]] = {}
     for track_id, uri, modality, embedding in sorted(tracks, key=lambda t: (t[0], t[1])):
         by_id.setdefault(track_id, (uri, modality, embedding))
+    return by_id
+
+
+def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], version_edges: list[tuple[str, str, float]],
+                 match_edges: list[tuple[str, str]], min_similarity: float) -> list[dict]:
+    """One `clusters` row per distinct track id, from verified version edges and match edges."""
+    from hashing.clustering import cluster_graph
+
+    by_id = _tracks_by_id(tracks)
     ids = sorted(by_id)
     if not ids:
         return []
-    labels = cluster_labels(ids, np.stack([by_id[i][2] for i in ids]), match_edges,
-                            min_similarity=min_similarity)
+    labels = cluster_graph(ids, version_edges, match_edges, min_similarity)
     sizes: dict[str, int] = {}
     for label in labels.values():
         sizes[label] = sizes.get(label, 0) + 1

@@ -8,6 +8,10 @@ Clusters come from hashing.clustering.cluster_labels with each embedding's simil
 calibrated on the validation families in this run; ARI against the true families. Beats are tracked on
 the audio, as the pipeline does for recordings (--beats score: the score's grid, as for MIDI files).
 
+"verified": as the pipeline clusters, each version's 20 nearest neighbours by embedding are re-scored by
+Qmax alignment of their beat chroma (hashing.version_align) and ranked first; the clusters come from the
+verified edges above a threshold calibrated on validation (encoders.cover_eval.calibrate_verified_threshold).
+
     python tests/bench/eval_covers.py [--weights PATH] [--beats tracked|score]
 """
 
@@ -22,8 +26,16 @@ from _common import report
 
 from encoders.cover import ftm2d_embedding
 from encoders.cover_data import CoverItem, cover_corpus
-from encoders.cover_eval import calibrate_threshold, clustering_ari, retrieval_metrics
-from encoders.cover_model import DEFAULT_WEIGHTS, load_models
+from encoders.cover_eval import (
+    calibrate_threshold,
+    calibrate_verified_threshold,
+    clustering_ari,
+    retrieval_metrics,
+    similarity_metrics,
+    verified_clustering_ari,
+    verified_similarities,
+)
+from encoders.cover_model import DEFAULT_WEIGHTS, load_models, version_sequence
 from encoders.cover_train import eval_embeddings
 from encoders.features import FRAME_RATE
 
@@ -35,6 +47,12 @@ def embeddings(items: list[CoverItem], method: str, beats: str, weights: str) ->
         grids = [it.tracked_beats if beats == "tracked" else it.beat_times for it in items]
         return np.stack([ftm2d_embedding(c, FRAME_RATE, b) for c, b in zip(chromas, grids, strict=True)])
     return eval_embeddings(load_models(weights), items, beats)  # as cover_embedding does for one track
+
+
+def sequences(items: list[CoverItem], beats: str) -> list[np.ndarray]:
+    """The pipeline's alignment sequences (``version_sequence``) of each version."""
+    return [version_sequence(it.chroma, FRAME_RATE, it.tracked_beats if beats == "tracked" else it.beat_times)
+            for it in items]
 
 
 def main() -> None:
@@ -56,26 +74,35 @@ def main() -> None:
     for method in ("ftm2d", "learned"):
         started = time.perf_counter()
         e_val = embeddings(val, method, args.beats, args.weights)
+        s_val = sequences(val, args.beats)
         threshold, _ = calibrate_threshold(e_val, [it.family for it in val])
+        verified_threshold, _ = calibrate_verified_threshold(e_val, s_val, [it.family for it in val])
         for name, items in subsets.items():
-            e = embeddings(items, method, args.beats, args.weights)
+            e, seqs = embeddings(items, method, args.beats, args.weights), sequences(items, args.beats)
             fams = [it.family for it in items]
             m = retrieval_metrics(e, fams)
             m["ari"] = clustering_ari(e, fams, threshold)
             m["map_other_arrangement"] = retrieval_metrics(e, fams, [it.name for it in items])["map"]
+            verified = similarity_metrics(verified_similarities(e, seqs), fams)
+            m.update({f"verified_{key}": value for key, value in verified.items()})
+            m["verified_ari"] = verified_clustering_ari(e, seqs, fams, verified_threshold)
             m["threshold"] = threshold
             figures[f"{method}/{name}"] = m
         print(f"{method}: embedded and evaluated in {time.perf_counter() - started:.1f} s, "
-              f"threshold {threshold:.2f} (calibrated on {len(val)} validation versions)", flush=True)
+              f"threshold {threshold:.2f}, verified {verified_threshold:.2f} (calibrated on {len(val)} validation "
+              "versions)", flush=True)
     for name in subsets:
         base, ours = figures[f"ftm2d/{name}"], figures[f"learned/{name}"]
         detail = f"{int(ours['queries'])} queries, beats {args.beats}"
         for key, label in (("map", "MAP"), ("mean_first_rank", "mean rank of first version"),
                            ("top10", "top-10 hit rate"), ("ari", "cluster ARI"),
-                           ("map_other_arrangement", "MAP, other arrangements only")):
+                           ("map_other_arrangement", "MAP, other arrangements only"),
+                           ("verified_map", "verified MAP"), ("verified_mean_first_rank", "verified mean first rank"),
+                           ("verified_top10", "verified top-10"), ("verified_ari", "verified cluster ARI")):
             report(f"{name} {label} (learned / 2D-FTM)", ours[key] / max(base[key], 1e-9), "x",
                    f"learned {ours[key]:.3f}, 2D-FTM {base[key]:.3f}; {detail}")
-
+        print(f"{name}: learned verified MAP {ours['verified_map']:.3f} vs learned alone {ours['map']:.3f}; "
+              f"verified ARI {ours['verified_ari']:.3f} vs {ours['ari']:.3f}")
 
 if __name__ == "__main__":
     main()
