@@ -1,9 +1,10 @@
 """Entry point of the Dataflow flex template (FLEX_TEMPLATE_PYTHON_PY_FILE in deploy/Dockerfile).
 
-The template launcher calls ``python flex_main.py --audio=... --midi=... --out=... [--top_k=K]`` followed by the
-Dataflow options of the job (``--runner``, ``--project``, ``--region``, ``--temp_location``,
-``--sdk_container_image``, ...). This maps the template parameters onto the options of ``mirmatch run``, builds
-the same pipeline, submits it and exits without waiting: the launcher must return for the job to start.
+The template launcher calls ``python flex_main.py --audio=... --midi=... --out=... [--top_k=K]
+[--cluster_similarity=S]`` followed by the Dataflow options of the job (``--runner``, ``--project``,
+``--region``, ``--temp_location``, ``--sdk_container_image``, ...). This maps the template parameters onto the
+options of ``mirmatch run``, builds the same pipeline, submits it and exits without waiting: the launcher
+must return for the job to start.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import sys
 
 #: template parameter name -> `mirmatch run` option (parameter names may not contain '-')
-PARAMETERS = {"--top_k": "--top-k"}
+PARAMETERS = {"--top_k": "--top-k", "--cluster_similarity": "--cluster-similarity"}
 
 
 def translate(argv: list[str]) -> list[str]:

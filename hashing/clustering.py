@@ -5,6 +5,9 @@ a graph whose edges join each track to its nearest neighbours above a calibrated
 (a MIDI file and the recordings it transcribes) are enforced by merging their endpoints into one node
 before community detection, so they always share a cluster. Communities come from igraph's Leiden
 (modularity, weighted by similarity) with a fixed seed; a cluster's id is its smallest member id.
+
+The pipeline clusters verified edges (``cluster_graph``): the kNN pairs re-scored by alignment
+(``verified_edges``, ``hashing.version_align``); ``cluster_labels`` clusters the embedding's kNN graph alone.
 """
 
 from __future__ import annotations

@@ -10,6 +10,13 @@ import warnings
 from pathlib import Path
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="matches kept per MIDI file (default 5)")
     parser.add_argument("--candidates", type=int, default=100,
@@ -17,6 +24,11 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", type=int, default=10,
                         help="of those, how many hash-sequence DTW keeps for CQT alignment (default 10)")
     parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
+    parser.add_argument("--cluster-similarity", type=float, default=0.80,
+                        help="verified similarity at which two tracks count as versions (default 0.80; lower "
+                             "finds more versions with more false merges, see the cover model card)")
+    parser.add_argument("--version-candidates", type=_non_negative_int, default=20,
+                        help="nearest neighbours per track verified by alignment for the clusters (default 20)")
     parser.add_argument("--state", default="", metavar="DIR",
                         help="results kept between runs, reused for files whose content is unchanged "
                              "(default: OUT/_state)")
@@ -98,7 +110,8 @@ def run_config(args: argparse.Namespace, beam_args: list[str]):
     return RunConfig(audio=args.audio, midi=args.midi, out=args.out, top_k=args.top_k,
                      n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args,
                      state=None if args.no_state else args.state, run_id=args.run_id,
-                     history=not args.no_history)
+                     history=not args.no_history, cluster_similarity=args.cluster_similarity,
+                     version_candidates=args.version_candidates)
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:

@@ -55,3 +55,17 @@ def test_demo_summary_on_a_real_run(pipeline_out, tiny_corpus):
     assert figures["true_pairs_at_rank_1"] == figures["true_pairs"] == len(truth["pairs"])
     assert figures["false_matches"] == 0 and figures["segments"] > 0
     assert "top matches:" in text and "Parquet tables:" in text
+
+
+def test_version_options_reach_the_run_config(capsys):
+    from pipelines.cli import build_parser, run_config
+
+    args = build_parser().parse_args(["run", "--audio", "a/*", "--midi", "m/*", "--out", "o",
+                                      "--cluster-similarity", "0.9", "--version-candidates", "0"])
+    cfg = run_config(args, [])
+    assert (cfg.cluster_similarity, cfg.version_candidates) == (0.9, 0)
+    defaults = run_config(build_parser().parse_args(["run", "--audio", "a", "--midi", "m", "--out", "o"]), [])
+    assert (defaults.cluster_similarity, defaults.version_candidates) == (0.80, 20)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--audio", "a", "--midi", "m", "--out", "o", "--version-candidates", "-1"])
+    assert "must be 0 or more" in capsys.readouterr().err

@@ -71,10 +71,11 @@ def test_dataflow_dry_run_builds_the_whole_job_offline(no_network, tmp_path, mon
     # What the flex template launcher passes: the template parameters, then the job's Dataflow options.
     cfg, beam_args = load_flex_main().parse([
         "--audio=gs://test-bucket/audio/**", "--midi=gs://test-bucket/midi/*.mid", "--out=gs://test-bucket/out",
-        "--top_k=3", "--runner=DataflowRunner", "--dry_run=True", "--project=test-project", "--region=us-central1",
+        "--top_k=3", "--cluster_similarity=0.85", "--runner=DataflowRunner", "--dry_run=True",
+        "--project=test-project", "--region=us-central1",
         "--temp_location=gs://test-bucket/tmp", f"--sdk_container_image={image}", "--job_name=mirmatch-dry-run"])
-    assert (cfg.audio, cfg.midi, cfg.out, cfg.top_k) == (
-        ["gs://test-bucket/audio/**"], ["gs://test-bucket/midi/*.mid"], "gs://test-bucket/out", 3)
+    assert (cfg.audio, cfg.midi, cfg.out, cfg.top_k, cfg.cluster_similarity) == (
+        ["gs://test-bucket/audio/**"], ["gs://test-bucket/midi/*.mid"], "gs://test-bucket/out", 3, 0.85)
     inputs = [("gs://test-bucket/audio/a.flac", "audio"), ("gs://test-bucket/audio/b.mp3", "audio"),
               ("gs://test-bucket/midi/a.mid", "midi")]
 
