@@ -100,6 +100,33 @@ def test_learned_embedding_retrieves_rendered_versions(rendered_versions):
     assert np.mean(ranks) < np.mean(_rank_of_other_rendering(ftm, names))  # beats tracked on the audio
 
 
+
+def test_verified_clusters_join_renderings_and_nothing_else(rendered_versions):
+    """The pipeline's clustering (20-NN candidates verified by alignment, default threshold) on real renderings:
+    no cluster mixes two chorales, and more renderings are joined than by the embedding's kNN graph alone
+    (these 32-beat excerpts are harder than whole pieces; the default threshold favours precision)."""
+    from encoders.cover_model import version_sequence
+    from hashing.clustering import cluster_graph, verified_edges
+    from pipelines.pipeline import RunConfig
+
+    items = rendered_versions
+    x = np.stack([cover_embedding(it.chroma.astype(np.float32), 21.533, it.tracked_beats) for it in items])
+    sequences = [version_sequence(it.chroma, 21.533, it.tracked_beats) for it in items]
+    cfg = RunConfig(audio=[], midi=[], out="")
+    a, b, w = verified_edges(x, sequences, cfg.version_candidates, cfg.version_min_cosine)
+    ids = [f"{i:02d}" for i in range(len(items))]
+    labels = cluster_graph(ids, [(ids[i], ids[j], s) for i, j, s in zip(a, b, w, strict=True)], (),
+                           cfg.cluster_similarity)
+    members: dict[str, set[str]] = {}
+    for i, it in zip(ids, items, strict=True):
+        members.setdefault(labels[i], set()).add(it.name)
+    assert all(len(names) == 1 for names in members.values()), members
+    pairs = [(i, j) for i in range(len(items)) for j in range(i + 1, len(items)) if items[i].name == items[j].name]
+    joined = sum(labels[ids[i]] == labels[ids[j]] for i, j in pairs)
+    plain = cluster_labels(ids, x, k=10, min_similarity=0.71)  # the embedding alone, validation threshold
+    assert len(pairs) == 6 and joined >= 2 and joined > sum(plain[ids[i]] == plain[ids[j]] for i, j in pairs)
+
+
 def _two_groups_with_bridge(rng, n: int = 6) -> tuple[list[str], np.ndarray]:
     centres = np.eye(16, dtype=np.float32)[:2]
     x = np.concatenate([c + 0.02 * rng.standard_normal((n, 16)).astype(np.float32) for c in centres])
