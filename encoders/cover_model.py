@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from encoders.cover import beat_chroma
+from hashing.version_align import pool_steps
 
 STEPS_PER_BEAT = 2
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cover-embedding-v2.pt"
@@ -84,11 +85,7 @@ def version_sequence(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarr
     """(n_frames, 12) chroma -> (n_beats, 12) float16 unit-norm chroma on the canonical-tempo beats: the
     sequence ``hashing.version_align`` aligns to verify version candidates (at most ``max_steps`` steps)."""
     steps = beat_chroma(np.asarray(chroma, dtype=np.float32), frame_rate, canonical_beats(beat_times))
-    if len(steps) > max_steps:
-        factor = -(-len(steps) // max_steps)
-        pad = (-len(steps)) % factor
-        steps = np.concatenate([steps, np.repeat(steps[-1:], pad, axis=0)]).reshape(-1, factor, 12).mean(axis=1)
-    return (steps / (np.linalg.norm(steps, axis=1, keepdims=True) + 1e-9)).astype(np.float16)
+    return pool_steps(steps, max_steps).astype(np.float16)
 
 
 def fixed_steps(chroma: np.ndarray, frame_rate: float, hop_s: float = FIXED_HOP_S) -> np.ndarray:

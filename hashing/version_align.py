@@ -74,11 +74,11 @@ def qmax(recurrence: np.ndarray, gap_open: float = GAP_OPEN, gap_extend: float =
     return best
 
 
-def _bounded(x: np.ndarray, max_steps: int) -> np.ndarray:
-    """Average consecutive steps so that at most ``max_steps`` remain; rows re-normalised."""
+def pool_steps(x: np.ndarray, max_steps: int = MAX_STEPS) -> np.ndarray:
+    """(n, d) -> at most ``max_steps`` rows: consecutive rows averaged (the last padded), each unit-norm."""
     x = np.asarray(x, dtype=np.float32)
     if len(x) <= max_steps:
-        return x
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-9)
     factor = -(-len(x) // max_steps)
     pad = (-len(x)) % factor
     pooled = np.concatenate([x, np.repeat(x[-1:], pad, axis=0)]).reshape(-1, factor, x.shape[1]).mean(axis=1)
@@ -91,7 +91,7 @@ def qmax_score(a: np.ndarray, b: np.ndarray, *, embedding_dim: int = EMBEDDING_D
 
     Symmetric up to ties in the transposition; 0 when nothing aligns, larger for longer shared passages.
     """
-    a, b = _bounded(a, max_steps), _bounded(b, max_steps)
+    a, b = pool_steps(a, max_steps), pool_steps(b, max_steps)
     if len(a) == 0 or len(b) == 0:
         return 0.0
     b = np.roll(b, optimal_transposition(a, b), axis=1)
@@ -105,4 +105,4 @@ def verified_similarity(cosine: float, a: np.ndarray, b: np.ndarray) -> float:
 
 
 __all__ = ["EMBEDDING_DIM", "KAPPA", "QMAX_CENTER", "QMAX_SCALE", "QMAX_WEIGHT", "cross_recurrence", "delay_embed",
-           "optimal_transposition", "qmax", "qmax_score", "verified_similarity"]
+           "optimal_transposition", "pool_steps", "qmax", "qmax_score", "verified_similarity"]
