@@ -24,6 +24,9 @@ TABLES: dict[str, pa.Schema] = {
     "clusters": pa.schema([
         ("track_id", pa.string()), ("uri", pa.string()), ("modality", pa.string()),
         ("cluster_id", pa.string()), ("cluster_size", pa.int32()),
+        # the most similar other track by verified similarity (hashing.version_align), whether or not it is
+        # in the same cluster; null when no candidate was verified
+        ("nearest_version_id", pa.string()), ("nearest_version_similarity", pa.float64()),
     ]),
     "segments": pa.schema([
         ("track_id", pa.string()), ("uri", pa.string()), ("segment_index", pa.int32()),

@@ -389,10 +389,16 @@ def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], version_edges: 
     if not ids:
         return []
     labels = cluster_graph(ids, version_edges, match_edges, min_similarity)
+    nearest: dict[str, tuple[float, str]] = {}
+    for a, b, similarity in version_edges:
+        for one, other in ((a, b), (b, a)):
+            if one not in nearest or (-similarity, other) < (-nearest[one][0], nearest[one][1]):
+                nearest[one] = (similarity, other)
     sizes: dict[str, int] = {}
     for label in labels.values():
         sizes[label] = sizes.get(label, 0) + 1
     Metrics.counter("mirmatch", "clusters").inc(len(sizes))
     Metrics.counter("mirmatch", "clusters_with_versions").inc(sum(n > 1 for n in sizes.values()))
     return [{"track_id": i, "uri": by_id[i][0], "modality": by_id[i][1], "cluster_id": labels[i],
-             "cluster_size": sizes[labels[i]]} for i in ids]
+             "cluster_size": sizes[labels[i]], "nearest_version_id": nearest[i][1] if i in nearest else None,
+             "nearest_version_similarity": nearest[i][0] if i in nearest else None} for i in ids]

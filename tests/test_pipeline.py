@@ -85,6 +85,12 @@ def test_clusters_hold_matched_pairs(pipeline_out, tiny_corpus):
     for c in clusters:
         sizes[c["cluster_id"]] = sizes.get(c["cluster_id"], 0) + 1
     assert all(c["cluster_size"] == sizes[c["cluster_id"]] for c in clusters)
+    ids = {c["track_id"] for c in clusters}
+    with_nearest = [c for c in clusters if c["nearest_version_id"] is not None]
+    assert with_nearest, "some version candidates should have been verified"
+    for c in with_nearest:
+        assert c["nearest_version_id"] in ids and c["nearest_version_id"] != c["track_id"]
+        assert np.isfinite(c["nearest_version_similarity"])
 
 
 @pytest.mark.skipif(not (SHARED / "tools" / "check_contract.py").exists(), reason="no ../shared checkout")
