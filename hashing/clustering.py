@@ -149,6 +149,6 @@ def verified_edges(embeddings: np.ndarray, sequences: Sequence[np.ndarray], k: i
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     a, b, cos = knn_graph(x, k, min_cosine)
-    fused = np.array([verified_similarity(c, np.asarray(sequences[i], np.float32), np.asarray(sequences[j], np.float32))
-                      for i, j, c in zip(a, b, cos, strict=True)], dtype=np.float64)
+    fused = np.array([verified_similarity(c, sequences[i], sequences[j]) for i, j, c in zip(a, b, cos, strict=True)],
+                     dtype=np.float64)
     return a, b, fused

@@ -87,7 +87,8 @@ def pool_steps(x: np.ndarray, max_steps: int = MAX_STEPS) -> np.ndarray:
 
 def qmax_score(a: np.ndarray, b: np.ndarray, *, embedding_dim: int = EMBEDDING_DIM, kappa: float = KAPPA,
                max_steps: int = MAX_STEPS) -> float:
-    """Key-invariant alignment score of two (n, 12) unit-norm beat-chroma sequences: Qmax / sqrt(shorter length).
+    """Key-invariant alignment score of two (n, 12) beat-chroma sequences (any float dtype; rows are brought to
+    unit norm): Qmax / sqrt(shorter length).
 
     Symmetric up to ties in the transposition; 0 when nothing aligns, larger for longer shared passages.
     """

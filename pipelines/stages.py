@@ -365,10 +365,9 @@ class VerifyVersions(beam.DoFn):
         sequences = list(grouped["seq"])
         if not sequences:
             return
-        seq_b = np.asarray(sequences[0], dtype=np.float32)
         for a, cosine, seq_a in grouped["pairs"]:
             self.verified.inc()
-            yield a, b, verified_similarity(cosine, np.asarray(seq_a, dtype=np.float32), seq_b)
+            yield a, b, verified_similarity(cosine, seq_a, sequences[0])
 
 
 def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, tuple[str, str, np.ndarray]]:

@@ -104,5 +104,6 @@ def main() -> None:
         print(f"{name}: learned verified MAP {ours['verified_map']:.3f} vs learned alone {ours['map']:.3f}; "
               f"verified ARI {ours['verified_ari']:.3f} vs {ours['ari']:.3f}")
 
+
 if __name__ == "__main__":
     main()
