@@ -54,8 +54,8 @@ def test_short_training_lowers_the_frame_loss_and_fits_the_sequence_head(request
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train() does; tiny batches gain nothing from more
     request.addfinalizer(lambda: torch.set_num_threads(threads))
-    cfg = TrainConfig(hidden=16, batch=8, frame_steps=60, sequence_steps=40, lr=3e-3)
-    nets = HashNetworks(hidden=16)
+    cfg = TrainConfig(hidden=16, batch=8, frame_steps=60, sequence_steps=40, lr=3e-3, sequence_whiten=8)
+    nets = HashNetworks(hidden=16, sequence_lags=cfg.sequence_lags, sequence_whiten=cfg.sequence_whiten)
     data = _standardised(synthetic_pairs())
     rng = np.random.default_rng(0)
     frame = train_frames(nets, data, cfg, rng, log=lambda _: None)
@@ -68,6 +68,9 @@ def test_short_training_lowers_the_frame_loss_and_fits_the_sequence_head(request
     assert not torch.equal(enc.score[0].weight, attention)  # the attention is trained ...
     assert torch.equal(enc.projection, projection)  # ... the binarising projection stays fixed
     assert enc.scale.min() > 0 and not torch.equal(enc.center, torch.zeros_like(enc.center))
+    # One whitening for both modalities, fitted on the training tracks: 8 independent axes.
+    assert torch.equal(enc.whitening, nets.sequence["midi"].whitening)
+    assert torch.linalg.matrix_rank(enc.whitening) == 8
 
 
 def test_piece_split_is_stable_and_holds_out_about_a_fifth():
@@ -137,3 +140,37 @@ def test_phase_two_draws_debian_and_music21_pieces_in_the_asked_shares():
     w = _draw_weights(names, 0.5)
     assert w[-1] == pytest.approx(0.5) and w[:3] == pytest.approx([1 / 6] * 3)
     assert _draw_weights(names, None) is None and _draw_weights(["simutrans_a", "mma_b"], 0.5) is None
+
+
+def test_lagged_moments_tell_apart_the_same_codes_in_another_order():
+    torch.manual_seed(0)
+    codes = torch.sign(torch.randn(1, 12, 8))
+    reordered = codes[:, torch.randperm(12)]
+    plain, lagged = SequenceEncoder(code_bits=8, bits=64), SequenceEncoder(code_bits=8, bits=64, lags=(1, 2))
+    # Uniform pooling: the plain moments do not depend on the order of the codes; the lagged ones do.
+    torch.testing.assert_close(plain.pooled_uniform(codes), plain.pooled_uniform(reordered))
+    assert lagged.pooled_uniform(codes).shape == (1, 8 + 36 + 2 * 64)
+    assert not torch.allclose(lagged.pooled_uniform(codes), lagged.pooled_uniform(reordered))
+    # Masked padding is ignored, and a track shorter than a lag still gets a code.
+    padded = torch.cat([codes, torch.ones(1, 4, 8)], dim=1)
+    mask = torch.tensor([[True] * 12 + [False] * 4])
+    torch.testing.assert_close(lagged(codes), lagged(padded, mask))
+    assert lagged(codes[:, :1]).shape == (1, 64)
+
+
+def test_info_nce_prefers_matching_rows():
+    from encoders.train import info_nce_loss
+
+    a = torch.sign(torch.randn(6, 32, generator=torch.Generator().manual_seed(1)))
+    matched = info_nce_loss(a, a, temperature=0.1, penalty=0.1)
+    shuffled = info_nce_loss(a, a.roll(1, dims=0), temperature=0.1, penalty=0.1)
+    assert float(matched) < 0.1 < float(shuffled)
+
+
+def test_weights_remember_their_sequence_lags(tmp_path):
+    nets = HashNetworks(hidden=16, sequence_lags=(1, 3))
+    path = tmp_path / "lags.pt"
+    torch.save({"hidden": 16, "sequence_lags": [1, 3], "state_dict": nets.state_dict()}, path)
+    hasher = LearnedHasher(path)
+    assert hasher.nets.sequence["midi"].lags == (1, 3)
+    assert hasher.track_code(np.random.default_rng(0).random((100, 48)).astype(np.float32), "midi").shape == (32,)

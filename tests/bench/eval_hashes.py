@@ -7,9 +7,10 @@ corruptions. Two databases: the Debian pieces alone, and all held-out pieces; ev
 queries every audio track of it. Figures per hasher: MRR, top-1, top-10 and the rank under which 95% of
 correct matches fall, for stage 1 (track codes) and stage 2 (hash-sequence DTW) each ranking the whole
 database; for the cascade (stage 1 keeps K1, stage 2 keeps K2, CQT DTW ranks those), the share of correct
-matches lost at each pruning stage and the final top-1, at a fixed K1 and at K1 = a share of the database.
+matches lost at each pruning stage and the final top-1, for each budget "K1:K2" of ``--budgets`` (K1 a
+count or a share of the database, e.g. "10%:10").
 
-    python tests/bench/eval_hashes.py [--k1 10] [--k1-share 0.1] [--k2 3] [--weights PATH] [--split val]
+    python tests/bench/eval_hashes.py [--budgets 10:3,10%:3,10%:10,25%:10] [--weights PATH] [--split val]
 """
 
 from __future__ import annotations
@@ -87,11 +88,21 @@ def evaluate(hasher, pairs, budgets: list[tuple[int, int]], cqt_scores: dict) ->
     return figures
 
 
+def parse_budgets(text: str, n: int) -> list[tuple[int, int]]:
+    """"10:3,10%:10" -> [(10, 3), (ceil(0.1 n), 10)], each K capped at the database size ``n``."""
+    budgets = []
+    for item in text.split(","):
+        k1, k2 = item.strip().split(":")
+        k1 = math.ceil(float(k1[:-1]) / 100 * n) if k1.endswith("%") else int(k1)
+        budgets.append((min(k1, n), min(int(k2), n)))
+    return sorted(set(budgets))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--k1", type=int, default=10, help="stage-1 survivors per query (fixed budget)")
-    parser.add_argument("--k1-share", type=float, default=0.1, help="stage-1 survivors as a share of the database")
-    parser.add_argument("--k2", type=int, default=3, help="stage-2 survivors per query")
+    parser.add_argument("--budgets", default="10:3,10%:3,10%:10,25%:10",
+                        help="comma-separated K1:K2 cascade budgets (stage-1 and stage-2 survivors per query); "
+                             "K1 may be a share of the database (10%%); the pipeline keeps 100 then 10")
     parser.add_argument("--weights", default=None, help="learned weights (default: the shipped model)")
     parser.add_argument("--split", default="heldout", choices=("heldout", "val"),
                         help="'val': the music21 validation pieces, to choose training settings")
@@ -104,7 +115,7 @@ def main() -> None:
     databases = {"debian": debian, "all": debian + music21} if debian else {"val": music21}
     for db, pairs in databases.items():
         n = len(pairs)
-        budgets = sorted({(min(args.k1, n), args.k2), (math.ceil(args.k1_share * n), args.k2)})
+        budgets = parse_budgets(args.budgets, n)
         cqt_scores: dict = {}  # CQT DTW scores do not depend on the hasher: computed once per pair
         results = {"baseline": evaluate(RandomProjectionHasher(), pairs, budgets, cqt_scores),
                    "learned": evaluate(learned, pairs, budgets, cqt_scores)}
