@@ -174,3 +174,11 @@ def test_weights_remember_their_sequence_lags(tmp_path):
     hasher = LearnedHasher(path)
     assert hasher.nets.sequence["midi"].lags == (1, 3)
     assert hasher.track_code(np.random.default_rng(0).random((100, 48)).astype(np.float32), "midi").shape == (32,)
+
+
+def test_train_rejects_an_unknown_sequence_loss_before_any_work(tmp_path):
+    from encoders.train import train
+
+    with pytest.raises(ValueError, match="infonce"):
+        train(tmp_path / "x.pt", TrainConfig(sequence_loss="triplet"))
+    assert not (tmp_path / "x.pt").exists()
