@@ -4,7 +4,7 @@ The 190 held-out MIDI files of ``eval_hashes.py`` query their 190 audio tracks p
 trained on or tuned on (tunes 200 to 200 + N of the fixed draw; the training and validation tunes are among
 the first 200), rendered like the held-out audio (MuseScore General, Raffel-style corruptions). Monophonic
 tunes in one style are hard distractors, for the folksong queries above all. Prints, for the learned model
-and the random-projection baseline: stage-1 MRR and rank of 95% over the whole database, and the share of
+and the random-projection baseline: stage-1 MRR, top-1, top-10 and rank of 95% over the whole database, and the share of
 true matches lost at the pipeline's default budgets (stage 1 keeps 100, stage 2 keeps 10).
 
     python tests/bench/eval_hash_distractors.py [--distractors 800] [--weights PATH]
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import report
+from eval_hashes import LOWER_IS_BETTER, rank_figures, ranks_of_truth, track_code_distances
 
 from encoders.hashes import RandomProjectionHasher
 from encoders.learned import LearnedHasher
@@ -62,11 +63,8 @@ def distractors(n: int, cache_dir: Path = Path(".cache/hash-data")) -> list[np.n
 def evaluate(hasher, pairs, audio: list[np.ndarray]) -> dict[str, float]:
     """Stage-1 figures over the whole database and the cascade's losses at the pipeline's budgets."""
     n = len(pairs)
-    audio_track = np.stack([hasher.track_code(a, "audio") for a in audio])
-    midi_track = np.stack([hasher.track_code(p.midi_cqt, "midi") for p in pairs])
-    stage1 = np.unpackbits(midi_track[:, None, :] ^ audio_track[None], axis=2).sum(2).astype(float)
-    truth = stage1[np.arange(n), np.arange(n)][:, None]
-    ranks = (stage1 < truth).sum(1) + (stage1 == truth).sum(1)
+    stage1 = track_code_distances(hasher, [p.midi_cqt for p in pairs], audio)  # query i's truth is column i
+    figures = {f"stage1 {key}": value for key, value in rank_figures(ranks_of_truth(stage1)).items()}
     frame_codes = [hasher.frame_codes(a, "audio") for a in audio]
     lost1 = lost2 = 0
     for q, pair in enumerate(pairs):
@@ -76,9 +74,8 @@ def evaluate(hasher, pairs, audio: list[np.ndarray]) -> dict[str, float]:
             continue
         costs = hash_dtw_batch(hasher.frame_codes(pair.midi_cqt, "midi"), [frame_codes[j] for j in kept])
         lost2 += q not in kept[np.lexsort((kept, costs))][:STAGE2_KEEP]
-    return {"stage1 MRR": float(np.mean(1.0 / ranks)),
-            "stage1 rank95": float(np.percentile(ranks, 95, method="higher")),
-            "lost at stage 1": lost1 / n, "lost at stage 2": lost2 / n, "lost to pruning": (lost1 + lost2) / n}
+    return {**figures, "lost at stage 1": lost1 / n, "lost at stage 2": lost2 / n,
+            "lost to pruning": (lost1 + lost2) / n}
 
 
 def main() -> None:
@@ -96,7 +93,7 @@ def main() -> None:
     print(f"\n== {len(pairs)} held-out MIDI queries against {len(audio)} audio tracks ({len(extra)} unseen Essen "
           f"distractors); keep {STAGE1_KEEP} then {STAGE2_KEEP}; {learned.name}")
     for key in ours:
-        lower = "rank" in key or "lost" in key
+        lower = any(word in key for word in LOWER_IS_BETTER)
         report(f"{key} ({'lower' if lower else 'higher'} is better)", ours[key], "", f"baseline {base[key]:.3f}")
     print(f"elapsed: {time.monotonic() - started:.0f} s")
 

@@ -44,13 +44,18 @@ def ranks_of_truth(distances: np.ndarray) -> np.ndarray:
     return (distances < truth).sum(1) + 1 + ((distances == truth).sum(1) - 1)
 
 
+def track_code_distances(hasher, midi_cqts: list[np.ndarray], audio_cqts: list[np.ndarray]) -> np.ndarray:
+    """Stage-1 Hamming distances between track codes: MIDI rows, audio columns."""
+    midi_track = np.stack([hasher.track_code(c, "midi") for c in midi_cqts])
+    audio_track = np.stack([hasher.track_code(c, "audio") for c in audio_cqts])
+    return np.unpackbits(midi_track[:, None, :] ^ audio_track[None, :, :], axis=2).sum(2).astype(float)
+
+
 def distances(hasher, pairs) -> tuple[np.ndarray, np.ndarray]:
     """(stage-1 Hamming distances of track codes, stage-2 hash-DTW costs): MIDI rows, audio columns."""
     midi = [hasher.frame_codes(p.midi_cqt, "midi") for p in pairs]
     audio = [hasher.frame_codes(p.audio_cqt, "audio") for p in pairs]
-    midi_track = np.stack([hasher.track_code(p.midi_cqt, "midi") for p in pairs])
-    audio_track = np.stack([hasher.track_code(p.audio_cqt, "audio") for p in pairs])
-    stage1 = np.unpackbits(midi_track[:, None, :] ^ audio_track[None, :, :], axis=2).sum(2).astype(float)
+    stage1 = track_code_distances(hasher, [p.midi_cqt for p in pairs], [p.audio_cqt for p in pairs])
     stage2 = np.stack([hash_dtw_batch(q, audio) for q in midi])
     return stage1, stage2
 
