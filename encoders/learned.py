@@ -20,7 +20,7 @@ from encoders.hashes import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32
 
 MODALITIES = ("audio", "midi")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v3.pt"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v4.pt"
 EMBED_CHUNK_FRAMES = 8192  # frames per forward pass of the frame encoders (a multiple of DOWNSAMPLE)
 EMBED_CONTEXT_FRAMES = 64  # frames of context on each side of a chunk (a multiple of DOWNSAMPLE)
 
@@ -44,6 +44,18 @@ class FrameEncoder(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.dense = nn.Sequential(nn.Linear(c_in * N_BINS, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, bits)
+
+    def init_he(self) -> None:
+        """He (Kaiming) initialisation of the ReLU layers, Glorot of the tanh output, zero biases. With
+        torch's default (which shrinks the signal at each of the 8 layers) the codes start out nearly the
+        same for every input, and training can sit for hundreds of steps on a collapsed solution."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                if module is self.out:
+                    nn.init.xavier_uniform_(module.weight)
+                else:
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.conv(x.unsqueeze(1))  # (b, c, t / 8, 48)

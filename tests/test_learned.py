@@ -6,7 +6,7 @@ import torch
 
 from encoders.hashes import load_hasher
 from encoders.learned import DEFAULT_WEIGHTS, FrameEncoder, HashNetworks, LearnedHasher, SequenceEncoder
-from encoders.train import TrainConfig, contrastive_loss, train_frames, train_sequences
+from encoders.train import TrainConfig, contrastive_loss, train_frames, train_sequences, variance_hinge
 from encoders.training_data import AlignedPair, piece_split
 
 
@@ -33,6 +33,30 @@ def test_contrastive_loss_prefers_matching_codes():
     loss_bad = contrastive_loss(a, far, a.unsqueeze(1), margin=2.0, alpha=5.0, penalty=0.1)
     assert float(loss_good) == pytest.approx(0.0, abs=1e-6)
     assert float(loss_bad) > 10
+
+
+def test_he_init_gives_codes_that_vary_with_the_input():
+    """torch's default init shrinks the signal layer by layer: every input gets nearly the same code."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((16, 64, 48)).astype(np.float32))
+    spread = {}
+    for name in ("default", "he"):
+        torch.manual_seed(0)
+        net = FrameEncoder()
+        if name == "he":
+            net.init_he()
+        with torch.no_grad():
+            spread[name] = float(net(x)[1].reshape(-1, 32).std(0).mean())
+    assert spread["default"] < 0.01
+    assert spread["he"] > 0.1
+
+
+def test_variance_hinge_is_zero_for_balanced_bits_and_high_for_collapsed_codes():
+    rng = np.random.default_rng(0)
+    balanced = torch.from_numpy(rng.choice([-1.0, 1.0], (512, 32)).astype(np.float32))
+    collapsed = torch.ones(512, 32) + 1e-3 * torch.randn(512, 32)
+    assert float(variance_hinge(balanced)) < 0.02
+    assert float(variance_hinge(collapsed)) > 0.9
 
 
 def synthetic_pairs(n_pieces=6, frames=160, seed=0):
