@@ -206,3 +206,22 @@ def test_train_rejects_an_unknown_sequence_loss_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="infonce"):
         train(tmp_path / "x.pt", TrainConfig(sequence_loss="triplet"))
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_warm_up_starts_phase_one_with_small_steps():
+    from encoders.train import _optimise
+
+    def first_move(warmup: int) -> float:
+        param = torch.nn.Parameter(torch.zeros(1))
+        seen = []
+
+        def batch_loss() -> torch.Tensor:
+            seen.append(float(param.detach()))
+            return ((param - 1) ** 2).sum()
+
+        _optimise([param], 100, 0.1, batch_loss, lambda _: None, "test", warmup)
+        return abs(seen[1] - seen[0])
+
+    # Adam's first step is about the learning rate whatever the gradient: 0.1 at full rate, 0.01 after 1/10.
+    assert first_move(0) == pytest.approx(0.1, rel=0.05)
+    assert first_move(10) == pytest.approx(0.01, rel=0.05)
