@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from encoders.cover import beat_chroma
+from encoders.learned import inference_device
 from hashing.version_align import pool_steps
 
 STEPS_PER_BEAT = 2
@@ -147,8 +148,8 @@ class CoverNet(nn.Module):
 
 
 def device() -> torch.device:
-    """CUDA when torch sees one, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when torch sees one (full fp32, as the hash encoders run), else CPU."""
+    return inference_device()
 
 
 def save_models(models: dict[str, CoverNet], path: str | Path, meta: dict | None = None) -> None:

@@ -139,7 +139,8 @@ class HashNetworks(nn.Module):
                                        for m in MODALITIES})
 
 
-def _device() -> torch.device:
+def inference_device() -> torch.device:
+    """CUDA when torch sees one (with TF32 off), else the CPU: where the encoders run their forward passes."""
     if not torch.cuda.is_available():
         return torch.device("cpu")
     # Full fp32 convolutions and products, as on the CPU: with TF32 (cuDNN's default for convolutions)
@@ -172,7 +173,7 @@ class LearnedHasher:
                                  sequence_whiten=int(state.get("sequence_whiten", 0)))
         self.nets.load_state_dict(state["state_dict"])
         self.nets.eval()
-        self.device = _device()
+        self.device = inference_device()
         if self.device.type == "cpu":
             # Beam runs one worker per core: more torch threads per worker only oversubscribe the cores
             # (several times slower under load), and one thread gives the same codes on any machine.
