@@ -144,7 +144,7 @@ def _optimise(params, steps: int, lr: float, batch_loss, log, phase: str, warmup
     ``batch_loss()`` draws a batch and returns its loss. Returns the loss of every step; logs their mean
     every 100 steps."""
     opt = torch.optim.Adam(params, lr=lr)
-    if warmup:
+    if warmup:  # without one, torch's recursive cosine schedule: the older weights' runs stay bit-exact
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     else:
@@ -166,7 +166,8 @@ def _optimise(params, steps: int, lr: float, batch_loss, log, phase: str, warmup
 
 def train_frames(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.Generator, log,
                  steps: int | None = None, lr: float | None = None) -> list[float]:
-    """Phase 1: both frame encoders jointly (``steps`` and ``lr`` default to the config's phase-1 values)."""
+    """Phase 1: both frame encoders jointly. ``steps`` and ``lr`` default to the config's phase-1 values,
+    and then phase 1's warm-up applies; a fine-tune (phase 1b) passes its own and starts at full rate."""
     def batch_loss() -> torch.Tensor:
         audio, midi, piece = _window_batch(data, cfg, rng)
         _, fa = nets.frame["audio"](audio)  # (b, s, 32)
