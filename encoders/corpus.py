@@ -75,9 +75,15 @@ def usable_pieces(files: list[tuple[str, Path]], min_duration_s: float, max_dura
         yield name, crop_midi(pm, 0.0, max_duration_s)
 
 
+#: Frames per write: libsndfile's Vorbis encoder crashes (SIGSEGV) when given minutes of audio in one call.
+WRITE_BLOCK = 1 << 16
+
+
 def write_audio(path: Path, y: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """Write mono float audio; the format follows the extension (wav, flac, ogg/vorbis, mp3)."""
-    sf.write(str(path), y, sr)
+    """Write mono float audio block by block; the format follows the extension (wav, flac, ogg/vorbis, mp3)."""
+    with sf.SoundFile(str(path), "w", sr, 1) as f:
+        for start in range(0, len(y), WRITE_BLOCK):
+            f.write(y[start:start + WRITE_BLOCK])
 
 
 def build_demo_corpus(out_dir: str | os.PathLike, *, n_midi: int = 24, n_matched: int = 16,

@@ -26,6 +26,8 @@ MAX_MAP_POINTS = 512
 #: Pairs with more DTW cells than this (e.g. a score against a three-hour recording) are aligned on frames
 #: averaged k at a time on both sides, so memory stays bounded (~0.3 GB); tempo ratios are unchanged.
 MAX_DTW_CELLS = 24_000_000
+#: A pair is reported as a match (``is_match``) when its confidence is above this.
+MATCH_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -121,3 +123,13 @@ def refine_time_map(midi_cqt: np.ndarray, audio_cqt: np.ndarray, frame_rate: flo
     """The time map of a likely match, re-aligned on unsmoothed features. Returns (midi_times_s, audio_times_s)."""
     _, midi_idx, audio_idx = _subsequence_path(alignment_features(midi_cqt, 1), alignment_features(audio_cqt, 1))
     return time_map(midi_idx, audio_idx, frame_rate)
+
+
+def is_match(confidence: float, cut: float = MATCH_CONFIDENCE) -> bool:
+    """Whether a pair with this confidence is reported as a match."""
+    return bool(confidence > cut)
+
+
+def rank_pairs(pairs: list[dict], top_k: int) -> list[dict]:
+    """The ``top_k`` pairs of one MIDI file, most confident first (ties by audio uri, so reruns agree)."""
+    return sorted(pairs, key=lambda p: (-p["confidence"], p["audio_uri"]))[:top_k]

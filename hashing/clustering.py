@@ -144,7 +144,7 @@ def verified_edges(embeddings: np.ndarray, sequences: Sequence[np.ndarray], k: i
                    min_cosine: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Version edges (a, b, similarity) among the ``k`` nearest neighbours of each track with cosine at least
     ``min_cosine``, re-scored by alignment (``hashing.version_align.verified_similarity``); the pipeline
-    computes the same pairs in parallel (``pipelines.stages.VerifyVersions``)."""
+    computes the same pairs in parallel (``pipelines.versions.VerifyVersions``)."""
     from hashing.version_align import verified_similarity
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -152,3 +152,14 @@ def verified_edges(embeddings: np.ndarray, sequences: Sequence[np.ndarray], k: i
     fused = np.array([verified_similarity(c, sequences[i], sequences[j]) for i, j, c in zip(a, b, cos, strict=True)],
                      dtype=np.float64)
     return a, b, fused
+
+
+def nearest_versions(edges: Iterable[tuple[str, str, float]]) -> dict[str, tuple[float, str]]:
+    """Each id's most similar other id over ``edges`` (id, id, similarity): {id: (similarity, other id)};
+    ties go to the smallest other id, so the result does not depend on the order of the edges."""
+    nearest: dict[str, tuple[float, str]] = {}
+    for a, b, similarity in edges:
+        for one, other in ((a, b), (b, a)):
+            if one not in nearest or (-similarity, other) < (-nearest[one][0], nearest[one][1]):
+                nearest[one] = (similarity, other)
+    return nearest

@@ -169,6 +169,17 @@ def _train(args: argparse.Namespace) -> None:
     print(f"mirmatch train: done; use it with --model {path}")
 
 
+def error_line(exc: BaseException) -> str:
+    """One line saying why the run failed: a broken run invariant's own message wherever the runner put it
+    (runners wrap a worker's exception in their own text), else the exception's first line."""
+    from pipelines.invariants import INVARIANT_MARK
+
+    for line in str(exc).splitlines():
+        if INVARIANT_MARK in line:
+            return line[line.index(INVARIANT_MARK):].strip()
+    return f"mirmatch: error: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if getattr(args, "verbose", False):
             raise
-        print(f"mirmatch: error: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        print(error_line(exc), file=sys.stderr)
         return 1
     return 0
 

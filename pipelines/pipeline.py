@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,30 +13,17 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from encoders.media import MIDI_EXTENSIONS
-from pipelines.runs import new_run_id, publish_run, remove_incomplete_runs, staged_folder
-from pipelines.schemas import TABLES
+from pipelines.analyse import ERRORS, FEATURES, SEGMENTS, TRACKS, AnalyseTracks
+from pipelines.audio_index import INDEX_DIR, WriteAudioIndex
+from pipelines.match import MatchMidiToAudio
+from pipelines.publish import PublishRun
+from pipelines.runs import new_run_id, remove_incomplete_runs, scratch_folder, staged_folder
 from pipelines.sources import expand_patterns
-from pipelines.stages import (
-    ERRORS,
-    FEATURES,
-    INDEX_DIR,
-    SEGMENTS,
-    TRACKS,
-    AnalyzeTrack,
-    ProposeCandidates,
-    RankMatches,
-    RefineCandidates,
-    VerifyVersions,
-    attach_sequence,
-    cluster_rows,
-    version_candidates,
-    write_audio_index,
-)
+from pipelines.versions import ClusterVersions
 
 log = logging.getLogger("mirmatch")
 
 STATE_DIR = "_state"
-OUTPUTS = ("tracks", "errors", "segments", "matches", "alignments", "clusters")
 
 
 @dataclass
@@ -74,104 +60,28 @@ def input_elements(audio: list[str], midi: list[str]) -> list[tuple[str, str]]:
     return sorted(modality.items())
 
 
-def write_table(pcoll: beam.PCollection, folder: str, table: str) -> beam.PCollection:
-    """Write ``pcoll`` as Parquet files into ``folder``; returns the written file names."""
-    return pcoll | f"Write {table}" >> beam.io.WriteToParquet(
-        FileSystems.join(folder, "part"), TABLES[table], file_name_suffix=".parquet")
-
-
 def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConfig, run_id: str | None = None,
                    analysis_key: str | None = None) -> str:
-    """Add every stage of `mirmatch run` to ``p``; returns the run id.
-
-    Tables go to this run's partitions; a last step, once every table is written, publishes them as the
-    latest tables and records the run (pipelines.runs), so this works the same on every runner.
-    """
+    """Add every stage of `mirmatch run` to ``p`` (the README's diagram, one composite transform a stage);
+    returns the run id. Analyses are kept in the state folder, or in a scratch folder of the run without one."""
     from encoders.analyze import analysis_key as current_analysis_key
 
     run_id = run_id or new_run_id()
-    analysis_key = analysis_key or current_analysis_key(cfg.model)
-    started_at = dt.datetime.now(dt.UTC)
-    state = cfg.state_folder()
-    analyzed = (
-        p
-        | "Inputs" >> beam.Create(inputs)
-        | "Spread inputs" >> beam.Reshuffle()
-        | "Analyze tracks" >> beam.ParDo(AnalyzeTrack(cfg.model, state, analysis_key, len(inputs))).with_outputs(
-            TRACKS, ERRORS, SEGMENTS, main=FEATURES)
-    )
-    features = analyzed[FEATURES]
-    audio = features | "Audio only" >> beam.Filter(lambda t: t.modality == "audio")
-    midi = features | "MIDI only" >> beam.Filter(lambda t: t.modality == "midi")
-
-    audio_db = audio | "Audio codes" >> beam.Map(lambda t: (t.uri, t.track_code, t.frame_codes, t.track_id))
-    candidates = (
-        midi
-        | "Batch queries" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
-        | "Hash cascade" >> beam.ParDo(ProposeCandidates(cfg.n_candidates, cfg.n_refine),
-                                       beam.pvalue.AsList(audio_db))
-    )
-    index_folder = staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history)
-    index_files = (
-        p
-        | "Index trigger" >> beam.Create([None])
-        | "Write audio index" >> beam.FlatMap(lambda _, db: write_audio_index(index_folder, db),
-                                              beam.pvalue.AsList(audio_db))
-    )
-    ranked = (
-        {"audio": audio | "Key audio" >> beam.Map(lambda t: (t.uri, t)), "candidates": candidates}
-        | "Join candidates" >> beam.CoGroupByKey()
-        | "DTW refine" >> beam.ParDo(RefineCandidates(state, analysis_key))
-        | "Group by MIDI" >> beam.GroupByKey()
-        | "Rank" >> beam.ParDo(RankMatches(cfg.top_k)).with_outputs("alignments", main="matches")
-    )
-    match_edges = (
-        ranked.matches
-        | "Matched only" >> beam.Filter(lambda m: m["is_match"])
-        | "Match edges" >> beam.Map(lambda m: (m["midi_id"], m["audio_id"]))
-    )
-    embeddings = features | "Version embeddings" >> beam.Map(
-        lambda t: (t.track_id, t.uri, t.modality, t.cover_embedding))
-    sequences = features | "Version sequences" >> beam.Map(lambda t: (t.track_id, t.version_sequence))
-    k, min_cosine = cfg.version_candidates, cfg.version_min_cosine
-    to_verify = (
-        p
-        | "Version trigger" >> beam.Create([None])
-        | "Version candidates" >> beam.FlatMap(lambda _, tracks: version_candidates(tracks, k, min_cosine),
-                                               beam.pvalue.AsList(embeddings))
-    )
-    first_sent = (
-        {"pairs": to_verify, "seq": sequences}
-        | "Join first sequence" >> beam.CoGroupByKey()
-        | "Send first sequence" >> beam.FlatMap(attach_sequence)
-    )
-    version_edges = (
-        {"pairs": first_sent, "seq": sequences}
-        | "Join second sequence" >> beam.CoGroupByKey()
-        | "Verify versions" >> beam.ParDo(VerifyVersions())
-    )
-    similarity = cfg.cluster_similarity
-    clusters = (
-        p
-        | "Cluster trigger" >> beam.Create([None])
-        | "Cluster" >> beam.FlatMap(lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, similarity),
-                                    beam.pvalue.AsList(embeddings), beam.pvalue.AsList(version_edges),
-                                    beam.pvalue.AsList(match_edges))
-    )
-    side: dict[str, beam.pvalue.AsSideInput] = {"written_index": beam.pvalue.AsList(index_files)}
-    for table, pcoll in [("tracks", analyzed[TRACKS]), ("errors", analyzed[ERRORS]),
-                         ("segments", analyzed[SEGMENTS]), ("matches", ranked.matches),
-                         ("alignments", ranked.alignments), ("clusters", clusters)]:
-        written = write_table(pcoll, staged_folder(cfg.out, run_id, table, cfg.history), table)
-        side[f"written_{table}"] = beam.pvalue.AsList(written)
-        side[f"rows_{table}"] = beam.pvalue.AsSingleton(pcoll | f"Count {table}" >> beam.combiners.Count.Globally())
-    _ = (
-        p
-        | "Publish trigger" >> beam.Create([None])
-        | "Publish tables" >> beam.Map(publish_run, out=cfg.out, run_id=run_id, tables=[*OUTPUTS, INDEX_DIR],
-                                       history=cfg.history, started_at=started_at, inputs=len(inputs),
-                                       analysis_key=analysis_key, **side)
-    )
+    key = analysis_key or current_analysis_key(cfg.model)
+    store = cfg.state_folder() or scratch_folder(cfg.out, run_id)
+    analysed = p | "Inputs" >> beam.Create(inputs) | "Analyse" >> AnalyseTracks(cfg.model, store, key, len(inputs))
+    matched = analysed[FEATURES] | "Match" >> MatchMidiToAudio(store, key, cfg.n_candidates, cfg.n_refine, cfg.top_k)
+    index = matched["audio_db"] | "Index" >> WriteAudioIndex(staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history))
+    match_edges = matched["matches"] | "Match edges" >> beam.FlatMap(
+        lambda m: [(m["midi_id"], m["audio_id"])] if m["is_match"] else [])
+    versions = (analysed[FEATURES], match_edges) | "Versions" >> ClusterVersions(
+        cfg.version_candidates, cfg.version_min_cosine, cfg.cluster_similarity)
+    errors = (analysed[ERRORS], matched["errors"], versions["errors"]) | "All errors" >> beam.Flatten()
+    tables = {"tracks": analysed[TRACKS], "errors": errors, "segments": analysed[SEGMENTS],
+              "matches": matched["matches"], "alignments": matched["alignments"], "clusters": versions["clusters"],
+              "index_files": index, "accounts": matched["accounts"], "version_proposed": versions["proposed"],
+              "version_verified": versions["verified"]}
+    _ = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key, (INDEX_DIR,))
     return run_id
 
 

@@ -10,7 +10,8 @@ in ``OUT/history/runs/``. So:
   ``OUT/history/runs`` lists the completed runs with their counters;
 * partitions of runs that never completed are removed by the next run (one writer per OUT at a time).
 
-With ``history=False`` the partition lives in ``OUT/_staging/<RUN_ID>/`` and is removed after publishing.
+With ``history=False`` the partition lives in ``OUT/_staging/<RUN_ID>/`` and is removed after publishing, like
+the analyses of a run without a state folder (``scratch_folder``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ def staged_folder(out: str, run_id: str, table: str, history: bool = True) -> st
     return FileSystems.join(out, STAGING, run_id, table)
 
 
+def scratch_folder(out: str, run_id: str) -> str:
+    """Where a run without a state folder keeps its analyses until it has published (then removed)."""
+    return FileSystems.join(out, STAGING, run_id, "analyses")
+
+
 def _files(folder: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list)
 
@@ -70,8 +76,7 @@ def publish(out: str, run_id: str, tables: list[str], history: bool = True) -> N
         if staged:
             FileSystems.mkdirs(latest)  # a no-op on object stores
             FileSystems.copy(staged, [FileSystems.join(latest, f.rstrip("/").rsplit("/", 1)[-1]) for f in staged])
-    if not history:
-        _delete_folder(FileSystems.join(out, STAGING, run_id))
+    _delete_folder(FileSystems.join(out, STAGING, run_id))  # staged tables (without history), scratch analyses
 
 
 def _is_temp(path: str) -> bool:

@@ -37,3 +37,8 @@ TABLES: dict[str, pa.Schema] = {
         ("severity", pa.string()),  # "error" (the track failed) or "warning" (analysed anyway)
     ]),
 }
+
+
+def error_row(uri: str, stage: str, error_type: str, message: str, severity: str = "error") -> dict:
+    """A row of the `errors` table."""
+    return {"uri": uri, "stage": stage, "error_type": error_type, "message": message, "severity": severity}

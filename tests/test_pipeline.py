@@ -123,7 +123,7 @@ def test_audio_index_persisted_beside_the_tables(pipeline_out):
     import pyarrow.parquet as pq
 
     from hashing.search import HammingIndex
-    from pipelines.stages import DATABASE_FILE, INDEX_DIR, INDEX_FILE
+    from pipelines.audio_index import DATABASE_FILE, INDEX_DIR, INDEX_FILE
 
     folder = pipeline_out / INDEX_DIR
     database = pq.read_table(folder / DATABASE_FILE).to_pylist()

@@ -14,9 +14,11 @@ import pytest
 
 from tests.conftest import REPO, assert_true_pairs_first, read_table
 
-STAGES = ["Inputs", "Spread inputs", "Analyze tracks", "Audio only", "MIDI only", "Audio codes", "Batch queries",
-          "Hash cascade", "Write audio index", "Join candidates", "DTW refine", "Group by MIDI", "Rank", "Cluster",
-          "Publish tables"]
+#: The composite stages of build_pipeline (the README's diagram), then steps inside them.
+STAGES = ["Inputs", "Analyse", "Match", "Index", "Versions", "Publish"]
+STEPS = ["Analyse/Spread inputs", "Analyse/Analyze tracks", "Match/Hash cascade", "Match/Group by audio",
+         "Match/DTW refine", "Match/Group by MIDI", "Match/Rank", "Index/Write audio index", "Versions/Verify versions",
+         "Versions/Cluster", "Publish/Publish tables"]
 TABLES = ["tracks", "errors", "segments", "matches", "alignments", "clusters"]
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "", None}
 
@@ -96,8 +98,11 @@ def test_dataflow_dry_run_builds_the_whole_job_offline(no_network, tmp_path, mon
     transforms = components.transforms
     top = {transforms[t].unique_name for root in job.proto_pipeline.root_transform_ids
            for t in transforms[root].subtransforms}
-    missing = [s for s in STAGES + [f"Write {t}" for t in TABLES] if s not in top]
+    missing = [s for s in STAGES if s not in top]
     assert not missing, f"stages missing from the Dataflow job: {missing}; it has {sorted(top)}"
+    names = {t.unique_name for t in transforms.values()}
+    missing = [s for s in STEPS + [f"Publish/Write {t}" for t in TABLES] if s not in names]
+    assert not missing, f"steps missing from the Dataflow job: {missing}"
 
     # Every table is written to this run's history partition under --out, then published by the last stage.
     patterns = {}
@@ -105,7 +110,7 @@ def test_dataflow_dry_run_builds_the_whole_job_offline(no_network, tmp_path, mon
         for item in t.display_data:
             labelled = beam_runner_api_pb2.LabelledPayload.FromString(item.payload)
             if labelled.label == "File Pattern":
-                patterns[t.unique_name.split("/")[0]] = labelled.string_value
+                patterns[t.unique_name.split("/")[1]] = labelled.string_value  # Publish/Write <table>/...
     run_id = next(iter(patterns.values())).split("/run=")[1].split("/")[0]
     for table in TABLES:
         assert patterns[f"Write {table}"].startswith(

@@ -72,7 +72,7 @@ def test_beam_verification_equals_the_in_memory_edges(rng):
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.stages import VerifyVersions, attach_sequence, version_candidates
+    from pipelines.versions import VerifyVersions, attach_sequence, version_candidates
 
     pieces = [_piece(rng, 40) for _ in range(5)]
     sequences = [s.astype(np.float16) for p in pieces for s in (p, np.roll(p, 2, axis=1))]

@@ -1,0 +1,268 @@
+"""Matching MIDI files to recordings: the hash cascade proposes candidates, CQT DTW aligns and ranks them.
+
+Only ids and small codes travel between stages: a candidate is a ``CandidateRef`` (ids, uris, a Hamming
+distance), and the stage that aligns a pair loads both tracks' CQTs by id from the analysis store
+(``pipelines.state.StateStore``). Every stage-2 survivor is accounted for: it is ranked, or has an
+`errors` row saying why it could not be aligned (``pipelines.invariants`` checks this at the end of the run).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from pipelines.schemas import error_row
+
+log = logging.getLogger("mirmatch")
+
+ALIGN_STAGE = "align"
+ERRORS, ACCOUNTS, ALIGNMENTS = "errors", "accounts", "alignments"
+
+
+class CandidateRef(NamedTuple):
+    """A (MIDI, audio) pair that survived the hash cascade, by id."""
+
+    midi_id: str
+    midi_uri: str
+    audio_id: str
+    audio_uri: str
+    hamming_distance: int
+
+
+def query_of(track) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """What the cascade needs of a track: (uri, track id, track code, frame codes); a few KB."""
+    return track.uri, track.track_id, track.track_code, track.frame_codes
+
+
+class ProposeCandidates(beam.DoFn):
+    """Batches of MIDI queries -> (audio uri, CandidateRef) for the audio tracks that survive the cascade,
+    and one ``accounts`` record per query: how many candidates stage 2 kept.
+
+    The audio database (uri, track id, track code, frame codes) arrives once per worker as a side input;
+    each query runs the track-code Hamming search (``n_candidates`` survivors) and then hash-sequence DTW
+    (``n_refine`` survivors), ``hashing.cascade.HashCascade``.
+    """
+
+    def __init__(self, n_candidates: int, n_refine: int):
+        self.n_candidates, self.n_refine = n_candidates, n_refine
+        self.queries = Metrics.counter("mirmatch", "midi_queries")
+        self.proposed = Metrics.counter("mirmatch", "candidates_proposed")
+        self.searched = Metrics.counter("mirmatch", "stage1_candidates")
+        self._cascade_key = None
+
+    def process(self, batch: list, audio_db: list[tuple[str, str, np.ndarray, np.ndarray]]) -> Iterator:
+        from hashing.cascade import HashCascade
+
+        if audio_db and self._cascade_key != id(audio_db):  # build the index once per side-input instance
+            ordered = sorted(audio_db, key=lambda item: item[0])
+            self._audio = [(uri, track_id) for uri, track_id, _, _ in ordered]
+            self._cascade = HashCascade(np.stack([code for _, _, code, _ in ordered]),
+                                        [frames for _, _, _, frames in ordered],
+                                        stage1_k=self.n_candidates, stage2_k=self.n_refine)
+            self._cascade_key = id(audio_db)
+        for midi_uri, midi_id, track_code, frame_codes in batch:
+            self.queries.inc()
+            indices, hamming = [], []
+            if audio_db:
+                result = self._cascade.query(track_code, frame_codes)
+                indices, hamming = result.indices, result.hamming
+                self.searched.inc(min(self.n_candidates, len(self._cascade)))
+            yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": len(indices), "ranked": 0})
+            for i, d in zip(indices, hamming, strict=True):
+                self.proposed.inc()
+                audio_uri, audio_id = self._audio[i]
+                yield audio_uri, CandidateRef(midi_id, midi_uri, audio_id, audio_uri, int(d))
+
+
+@dataclass
+class PairResult:
+    """The CQT DTW of one (MIDI, audio) pair, and its sharper time map once it has been needed."""
+
+    alignment: object  # hashing.align.PairAlignment
+    refined: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class LoadedTracks:
+    """The analyses of the last few tracks loaded from the store, by (track id, modality)."""
+
+    def __init__(self, store, size: int = 8):
+        self.store, self.size = store, size
+        self._cache: OrderedDict[tuple[str, str], object] = OrderedDict()
+
+    def get(self, track_id: str, modality: str):
+        """The TrackAnalysis of ``track_id``, or None when the store has none (or only a failure)."""
+        from encoders.analyze import TrackAnalysis
+
+        key = (track_id, modality)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        analysis = self.store.load_track(track_id, modality)
+        if not isinstance(analysis, TrackAnalysis):
+            return None
+        self._cache[key] = analysis
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return analysis
+
+
+class RefineCandidates(beam.DoFn):
+    """(audio uri, [CandidateRef]) -> (midi uri, pair result) by CQT DTW, or an `errors` row per pair that
+    could not be aligned.
+
+    All MIDI candidates of one audio track meet here, so their scores are normalised against each other
+    (``hashing.align.cohort_normalise``) before they become confidences. The DTW of a pair aligned in an
+    earlier run is reused from the store; only the cheap normalisation is redone, so the result is the same
+    as a full rebuild even when new candidates join the cohort.
+    """
+
+    def __init__(self, store_root: str, analysis_key: str):
+        self.store_root, self.analysis_key = store_root, analysis_key
+        self.aligned = Metrics.counter("mirmatch", "pairs_aligned")
+        self.reused = Metrics.counter("mirmatch", "pairs_reused")
+        self.failed = Metrics.counter("mirmatch", "pairs_failed")
+
+    def setup(self) -> None:
+        from pipelines.progress import Progress
+        from pipelines.state import StateStore
+
+        self.store = StateStore(self.store_root, self.analysis_key)
+        self.tracks = LoadedTracks(self.store)
+        self.progress = Progress("align", unit="audio tracks")
+
+    def process(self, element: tuple[str, Iterable[CandidateRef]]) -> Iterator:
+        from hashing.align import REFINE_MIN_CONFIDENCE, cohort_normalise, confidence_from_score
+
+        audio_uri, refs = element
+        refs = sorted(refs)
+        audio = self.tracks.get(refs[0].audio_id, "audio")
+        aligned = []
+        for ref in refs:
+            midi = self.tracks.get(ref.midi_id, "midi")
+            if audio is None or midi is None:
+                missing = f"audio {audio_uri}" if audio is None else f"MIDI {ref.midi_uri}"
+                yield self._failure(ref, "MissingAnalysis", f"the analysis of {missing} is not in the store "
+                                    f"{self.store.base}; was it deleted during the run? Run again")
+                continue
+            try:
+                aligned.append((ref, midi, self._pair(midi, audio)))
+            except Exception as exc:  # a bug or an input no check anticipated: account for it, go on
+                log.exception("aligning %s with %s failed", ref.midi_uri, audio_uri)
+                yield self._failure(ref, type(exc).__name__, f"{exc} (please report this as a bug)")
+        if not aligned:
+            return
+        normalised = cohort_normalise(np.array([pair.alignment.score for _, _, pair in aligned]))
+        for (ref, midi, pair), conf in zip(aligned, confidence_from_score(normalised), strict=True):
+            midi_times, audio_times = pair.alignment.midi_times_s, pair.alignment.audio_times_s
+            if conf >= REFINE_MIN_CONFIDENCE:
+                midi_times, audio_times = self._refined(pair, midi, audio)
+            yield ref.midi_uri, {
+                "midi_id": ref.midi_id, "midi_uri": ref.midi_uri, "audio_id": ref.audio_id,
+                "audio_uri": ref.audio_uri, "confidence": float(conf), "dtw_score": pair.alignment.score,
+                "hamming_distance": ref.hamming_distance,
+                "midi_times_s": midi_times.tolist(), "audio_times_s": audio_times.tolist(),
+            }
+        self.progress.step()
+
+    def _failure(self, ref: CandidateRef, error_type: str, message: str) -> TaggedOutput:
+        self.failed.inc()
+        return TaggedOutput(ERRORS, error_row(ref.midi_uri, ALIGN_STAGE, error_type,
+                                              f"not aligned with {ref.audio_uri}: {message}"))
+
+    def _pair(self, midi, audio) -> PairResult:
+        from encoders.features import FRAME_RATE
+        from hashing.align import align_pair
+
+        cached = self.store.load_pair(midi.track_id, audio.track_id)
+        if cached is not None:
+            self.reused.inc()
+            return cached
+        self.aligned.inc()
+        pair = PairResult(align_pair(midi.cqt, audio.cqt, FRAME_RATE))
+        self.store.save_pair(midi.track_id, audio.track_id, pair)
+        return pair
+
+    def _refined(self, pair: PairResult, midi, audio) -> tuple[np.ndarray, np.ndarray]:
+        from encoders.features import FRAME_RATE
+        from hashing.align import refine_time_map
+
+        if pair.refined is None:
+            pair.refined = refine_time_map(midi.cqt, audio.cqt, FRAME_RATE)
+            self.store.save_pair(midi.track_id, audio.track_id, pair)
+        return pair.refined
+
+
+class RankMatches(beam.DoFn):
+    """(midi uri, pair results) -> the top-K `matches` rows, `alignments` rows for the matches, and an
+    ``accounts`` record of how many pairs arrived."""
+
+    def __init__(self, top_k: int):
+        self.top_k = top_k
+        self.matched = Metrics.counter("mirmatch", "matches")
+
+    def process(self, element: tuple[str, Iterable[dict]]) -> Iterator:
+        from hashing.align import is_match, rank_pairs
+
+        midi_uri, pairs = element
+        pairs = list(pairs)
+        yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": 0, "ranked": len(pairs)})
+        for rank, p in enumerate(rank_pairs(pairs, self.top_k), start=1):
+            matched = is_match(p["confidence"])
+            mt, at = p["midi_times_s"], p["audio_times_s"]
+            yield {
+                "midi_id": p["midi_id"], "midi_uri": p["midi_uri"], "audio_id": p["audio_id"],
+                "audio_uri": p["audio_uri"], "rank": rank, "confidence": p["confidence"], "is_match": matched,
+                "midi_start_s": mt[0], "midi_end_s": mt[-1], "audio_start_s": at[0], "audio_end_s": at[-1],
+                "dtw_score": p["dtw_score"], "hamming_distance": p["hamming_distance"],
+            }
+            if matched:
+                self.matched.inc()
+                yield TaggedOutput(ALIGNMENTS, {
+                    "midi_id": p["midi_id"], "audio_id": p["audio_id"], "midi_times_s": mt,
+                    "audio_times_s": at, "midi_uri": p["midi_uri"], "audio_uri": p["audio_uri"],
+                })
+
+
+class MatchMidiToAudio(beam.PTransform):
+    """Analysed tracks -> ``matches`` and ``alignments`` rows, ``errors`` rows of pairs that could not be
+    aligned, and ``accounts`` records (stage-2 survivors and ranked pairs per MIDI query) for the run's
+    invariants. Also returns ``audio_db``, the side input the stage-1 index is written from."""
+
+    def __init__(self, store_root: str, analysis_key: str, n_candidates: int, n_refine: int, top_k: int):
+        super().__init__()
+        self.store_root, self.analysis_key = store_root, analysis_key
+        self.n_candidates, self.n_refine, self.top_k = n_candidates, n_refine, top_k
+
+    def expand(self, features: beam.PCollection) -> dict[str, beam.PCollection]:
+        audio_db = (features | "Audio only" >> beam.Filter(lambda t: t.modality == "audio")
+                    | "Audio codes" >> beam.Map(query_of))
+        proposed = (
+            features
+            | "MIDI only" >> beam.Filter(lambda t: t.modality == "midi")
+            | "MIDI codes" >> beam.Map(query_of)
+            | "Batch queries" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
+            | "Hash cascade" >> beam.ParDo(ProposeCandidates(self.n_candidates, self.n_refine),
+                                           beam.pvalue.AsList(audio_db)).with_outputs(ACCOUNTS, main="candidates")
+        )
+        refined = (
+            proposed.candidates
+            | "Group by audio" >> beam.GroupByKey()
+            | "DTW refine" >> beam.ParDo(RefineCandidates(self.store_root, self.analysis_key)).with_outputs(
+                ERRORS, main="pairs")
+        )
+        ranked = (
+            refined.pairs
+            | "Group by MIDI" >> beam.GroupByKey()
+            | "Rank" >> beam.ParDo(RankMatches(self.top_k)).with_outputs(ALIGNMENTS, ACCOUNTS, main="matches")
+        )
+        accounts = ((proposed[ACCOUNTS], ranked[ACCOUNTS]) | "Merge accounts" >> beam.Flatten())
+        return {"matches": ranked.matches, "alignments": ranked[ALIGNMENTS], "errors": refined[ERRORS],
+                "accounts": accounts, "audio_db": audio_db}

@@ -1,0 +1,149 @@
+"""Version clusters: nearest neighbours by version embedding, verified by alignment, then communities.
+
+The per-track sequences travel to the two ends of each candidate pair through two key joins; a pair that
+cannot be verified is counted and gets an `errors` row, and ``pipelines.invariants`` checks at the end of
+the run that every proposed pair was verified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.pvalue import TaggedOutput
+
+from pipelines.schemas import error_row
+
+VERIFY_STAGE = "verify"
+ERRORS = "errors"
+
+
+def version_candidates(tracks: list[tuple[str, str, str, np.ndarray]], k: int,
+                       min_cosine: float) -> list[tuple[str, tuple[str, float]]]:
+    """(id, (other id, cosine)) for each track's ``k`` nearest neighbours by version embedding (faiss), the
+    pairs to verify by alignment; one pair per two distinct track ids."""
+    from hashing.clustering import knn_graph
+
+    by_id = _tracks_by_id(tracks)
+    ids = sorted(by_id)
+    if len(ids) < 2:
+        return []
+    a, b, cos = knn_graph(np.stack([by_id[i][2] for i in ids]), k, min_cosine)
+    Metrics.counter("mirmatch", "version_candidates").inc(len(a))
+    return [(ids[i], (ids[j], float(c))) for i, j, c in zip(a, b, cos, strict=True)]
+
+
+def attach_sequence(element: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
+    """Join step of version verification: (id, {'pairs': [(other, ...)], 'seq': [sequence]}) -> for each pair,
+    (other, (id, ..., sequence)); the sequence travels to the other end of each pair."""
+    track_id, grouped = element
+    sequences = list(grouped["seq"])
+    pairs = list(grouped["pairs"])
+    if pairs and not sequences:  # cannot happen for ids of the same analysis: account for it all the same
+        Metrics.counter("mirmatch", "version_pairs_dropped").inc(len(pairs))
+        yield TaggedOutput(ERRORS, error_row(f"track:{track_id}", VERIFY_STAGE, "MissingSequence",
+                                             f"{len(pairs)} version candidate pairs dropped: no version sequence"))
+        return
+    for other, *rest in pairs:
+        yield other, (track_id, *rest, sequences[0])
+
+
+class VerifyVersions(beam.DoFn):
+    """(id b, {'pairs': [(id a, cosine, sequence a)], 'seq': [sequence b]}) -> (a, b, verified similarity)."""
+
+    def __init__(self):
+        self.verified = Metrics.counter("mirmatch", "version_pairs_verified")
+
+    def process(self, element: tuple[str, dict]) -> Iterator:
+        from hashing.version_align import verified_similarity
+
+        b, grouped = element
+        sequences = list(grouped["seq"])
+        pairs = list(grouped["pairs"])
+        if pairs and not sequences:  # as in attach_sequence: accounted for, never silent
+            Metrics.counter("mirmatch", "version_pairs_dropped").inc(len(pairs))
+            yield TaggedOutput(ERRORS, error_row(f"track:{b}", VERIFY_STAGE, "MissingSequence",
+                                                 f"{len(pairs)} version candidate pairs dropped: no version sequence"))
+            return
+        for a, cosine, seq_a in pairs:
+            self.verified.inc()
+            yield a, b, verified_similarity(cosine, seq_a, sequences[0])
+
+
+def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, tuple[str, str, np.ndarray]]:
+    """id -> (uri, modality, embedding), the first uri in order where one content has several."""
+    by_id: dict[str, tuple[str, str, np.ndarray]] = {}
+    for track_id, uri, modality, embedding in sorted(tracks, key=lambda t: (t[0], t[1])):
+        by_id.setdefault(track_id, (uri, modality, embedding))
+    return by_id
+
+
+def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], version_edges: list[tuple[str, str, float]],
+                 match_edges: list[tuple[str, str]], min_similarity: float) -> list[dict]:
+    """One `clusters` row per distinct track id, from verified version edges and match edges."""
+    from hashing.clustering import cluster_graph, nearest_versions
+
+    by_id = _tracks_by_id(tracks)
+    ids = sorted(by_id)
+    if not ids:
+        return []
+    labels = cluster_graph(ids, version_edges, match_edges, min_similarity)
+    nearest = nearest_versions(version_edges)
+    sizes: dict[str, int] = {}
+    for label in labels.values():
+        sizes[label] = sizes.get(label, 0) + 1
+    Metrics.counter("mirmatch", "clusters").inc(len(sizes))
+    Metrics.counter("mirmatch", "clusters_with_versions").inc(sum(n > 1 for n in sizes.values()))
+    return [{"track_id": i, "uri": by_id[i][0], "modality": by_id[i][1], "cluster_id": labels[i],
+             "cluster_size": sizes[labels[i]], "nearest_version_id": nearest[i][1] if i in nearest else None,
+             "nearest_version_similarity": nearest[i][0] if i in nearest else None} for i in ids]
+
+
+class ClusterVersions(beam.PTransform):
+    """Analysed tracks (and the matches' edges) -> one `clusters` row per distinct track, ``errors`` rows of
+    pairs that could not be verified, and the counts of proposed and verified pairs.
+
+    Two steps gather everything on one worker, by design: the nearest-neighbour search over all version
+    embeddings (faiss) and the community detection over the whole verified graph (igraph's Leiden). Both
+    hold one small vector or edge per track; verification, the costly part, runs in parallel.
+    """
+
+    def __init__(self, k: int, min_cosine: float, min_similarity: float):
+        super().__init__()
+        self.k, self.min_cosine, self.min_similarity = k, min_cosine, min_similarity
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> dict[str, beam.PCollection]:
+        features, match_edges = inputs
+        k, min_cosine, similarity = self.k, self.min_cosine, self.min_similarity
+        embeddings = features | "Version embeddings" >> beam.Map(
+            lambda t: (t.track_id, t.uri, t.modality, t.cover_embedding))
+        sequences = features | "Version sequences" >> beam.Map(lambda t: (t.track_id, t.version_sequence))
+        to_verify = (
+            features.pipeline
+            | "Version trigger" >> beam.Create([None])
+            | "Version candidates" >> beam.FlatMap(lambda _, tracks: version_candidates(tracks, k, min_cosine),
+                                                   beam.pvalue.AsList(embeddings))
+        )
+        first_sent = (
+            {"pairs": to_verify, "seq": sequences}
+            | "Join first sequence" >> beam.CoGroupByKey()
+            | "Send first sequence" >> beam.FlatMap(attach_sequence).with_outputs(ERRORS, main="pairs")
+        )
+        verified = (
+            {"pairs": first_sent.pairs, "seq": sequences}
+            | "Join second sequence" >> beam.CoGroupByKey()
+            | "Verify versions" >> beam.ParDo(VerifyVersions()).with_outputs(ERRORS, main="edges")
+        )
+        clusters = (
+            features.pipeline
+            | "Cluster trigger" >> beam.Create([None])
+            | "Cluster" >> beam.FlatMap(
+                lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, similarity),
+                beam.pvalue.AsList(embeddings), beam.pvalue.AsList(verified.edges), beam.pvalue.AsList(match_edges))
+        )
+        errors = (first_sent[ERRORS], verified[ERRORS]) | "Verification errors" >> beam.Flatten()
+        return {"clusters": clusters, "errors": errors,
+                "proposed": to_verify | "Count proposed pairs" >> beam.combiners.Count.Globally(),
+                "verified": verified.edges | "Count verified pairs" >> beam.combiners.Count.Globally()}
