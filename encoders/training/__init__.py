@@ -1,7 +1,8 @@
 """Everything that trains or evaluates the models of ``encoders`` and builds the corpora they need.
 
 Nothing at run time imports this package (``tests/test_layout.py`` checks it): the pipeline's analysis
-reads only the weights in ``encoders/weights/``.
+reads only the weights in ``encoders/weights/``. Its dependencies beyond the pipeline's (music21,
+mir_eval for the evaluations) come with the ``train`` extra.
 
 * trainers, one per model: ``codes`` (``mirmatch train``), ``versions`` (``mirmatch train --cover``),
   ``structure`` (``python -m encoders.training.structure``); their shared optimisation loop, ``loop``;

@@ -1,7 +1,7 @@
 """Reading music21's bundled corpus: Essen folksongs (ABC) and Bach chorales, as phrases of notes.
 
 Shared by the corpora built from it (``structure_data``, ``versions_data``, ``music21_midi``). music21 is
-imported only when a file is parsed.
+imported only when a file is parsed; it belongs to the ``train`` extra.
 """
 
 from __future__ import annotations
@@ -22,7 +22,11 @@ class Phrase:
 
 def music21_corpus_dir() -> Path:
     """The folder of the corpus music21 installs with itself (``bach/``, ``essenFolksong/``, ...)."""
-    import music21
+    try:
+        import music21
+    except ImportError:
+        raise ModuleNotFoundError("training needs music21, which comes with the `train` extra: pip install -e "
+                                  "'.[train]' (make setup installs it)", name="music21") from None
 
     return Path(music21.__file__).parent / "corpus"
 
