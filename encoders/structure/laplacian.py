@@ -2,6 +2,10 @@
 
 McFee & Ellis, "Analyzing song structure with spectral clustering", ISMIR 2014; follows librosa's
 gallery example "Laplacian segmentation" using librosa / scipy / scikit-learn building blocks.
+
+``laplacian_segments`` segments frame features (the CQT baseline); ``segments_from_beat_features`` runs the
+same method on features already on the beat grid (``grid.beat_bounds``), which is how
+``encoders.structure.learned`` segments with the learned per-beat embeddings.
 """
 
 from __future__ import annotations
