@@ -23,7 +23,7 @@ system-deps:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,gcp]'
+	$(PY) -m pip install -q -e '.[dev,gcp,train]'
 	touch $@
 
 demo: setup

@@ -1,4 +1,10 @@
-"""Per-track analysis: bytes in, features, codes, version embedding and sections out."""
+"""Per-track analysis: bytes in, features, codes, version embedding and sections out.
+
+One recording's analysis reads as a straight line through the run-time modules: decode or render
+(``media``, ``render``) -> frame features (``features``) -> codes (``codes``, the hasher passed in) ->
+version features (``versions``) -> sections (``structure``). Nothing here, nor anything it imports,
+imports ``encoders.training`` (corpora, trainers, evaluations): ``analysis_modules`` lists what it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,6 @@ from typing import BinaryIO
 
 import numpy as np
 
-from encoders.cover_model import (  # the 2D-FTM baseline: encoders.cover.ftm2d_embedding
-    cover_embedding,
-    version_sequence,
-)
 from encoders.features import FRAME_RATE, Features, audio_features, streamed_audio_features
 from encoders.media import (
     CLIPPED_SHARE_WARNING,
@@ -31,29 +33,45 @@ from encoders.media import (
     stream_audio,
 )
 from encoders.render import render_midi
-from encoders.structure import Segment
-from encoders.structure_learned import learned_segments
+from encoders.structure.grid import structure_grid
+from encoders.structure.laplacian import Segment
+from encoders.structure.learned import learned_segments
+from encoders.versions.chroma import version_sequence
+from encoders.versions.embedding import cover_embedding
 
 MODALITIES = ("audio", "midi")
 #: Bumped when the analysis changes in a way its code digest would not show (e.g. a dependency's output).
 ANALYSIS_VERSION = 1
-#: The modules whose results the state folder keeps: the per-track analysis and the pair alignment.
-ANALYSIS_ENTRY_POINTS = ("encoders.analyze", "encoders.hashes", "hashing.align")
+#: The modules whose results the state folder keeps: the per-track analysis, the hash encoders it is given
+#: (``encoders.codes.load_hasher``) and the pair alignment.
+ANALYSIS_ENTRY_POINTS = ("encoders.analyze", "encoders.codes", "hashing.align")
 _ROOT = Path(__file__).resolve().parents[1]
 _OWN_PACKAGES = ("encoders", "hashing")
 
 
+def module_path(name: str) -> Path | None:
+    """The source file of one of our modules or packages (``pkg/__init__.py``); None for other names
+    (a function or class imported from a module, or another project's module)."""
+    base = _ROOT / name.replace(".", "/")
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
 def analysis_modules(entry_points: tuple[str, ...] = ANALYSIS_ENTRY_POINTS) -> list[str]:
     """Our modules the analysis runs: the entry points and, transitively, every ``encoders`` or ``hashing``
-    module they import (read from the source, function-level imports included)."""
+    module or package they import (read from the source, function-level imports included), with the
+    packages that hold them (importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py``)."""
     seen: set[str] = set()
     todo = list(entry_points)
     while todo:
         name = todo.pop()
-        path = _ROOT / (name.replace(".", "/") + ".py")
-        if name in seen or not path.is_file():
+        path = module_path(name)
+        if name in seen or path is None:
             continue
         seen.add(name)
+        todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
@@ -74,11 +92,11 @@ def analysis_key(model: str | None = None) -> str:
     new key (training code, the pipeline wiring or the docs do not).
     """
     digest = hashlib.blake2b(f"v{ANALYSIS_VERSION}|{model or 'learned'}".encode(), digest_size=8)
-    files = [Path(model)] if model and model.endswith(".pt") else []
-    files += [_ROOT / (name.replace(".", "/") + ".py") for name in analysis_modules()]
-    files += sorted((_ROOT / "encoders" / "weights").glob("*.pt"))
-    for path in files:
-        digest.update(path.name.encode())
+    files = [(Path(model).name, Path(model))] if model and model.endswith(".pt") else []
+    files += [(name, module_path(name)) for name in analysis_modules()]  # by module name: two files are learned.py
+    files += [(path.name, path) for path in sorted((_ROOT / "encoders" / "weights").glob("*.pt"))]
+    for label, path in files:
+        digest.update(label.encode())
         digest.update(hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
     return digest.hexdigest()
 
@@ -150,35 +168,15 @@ def audio_warnings(y: np.ndarray | None = None, share: float | None = None) -> l
     return []
 
 
-def analyze_track(data: bytes, uri: str, modality: str, hasher) -> TrackAnalysis:
-    """Run every per-track stage; raises MediaError for unusable input."""
-    return analyze_source(data, uri, modality, hasher)
-
-
-#: Structural segmentation compares every beat with every other: long tracks use a coarser grid.
-MAX_STRUCTURE_UNITS = 2048
-
-
-def structure_grid(beats: np.ndarray, duration_s: float, max_units: int = MAX_STRUCTURE_UNITS) -> np.ndarray:
-    """The beat grid the segmentation runs on: the beats, or every k-th beat (or evenly spaced times when
-    there are too few beats) so that there are at most ``max_units`` units, whatever the track's length."""
-    beats = np.asarray(beats, dtype=np.float64)
-    if len(beats) > max_units:
-        return beats[:: -(-len(beats) // max_units)]
-    if len(beats) < 4 and duration_s / 0.5 > max_units:  # the 0.5 s fallback windows would be too many
-        return np.linspace(0.0, duration_s, max_units, endpoint=False)
-    return beats
-
-
 #: Files up to this size are read whole; bigger ones are hashed and decoded block by block.
 IN_MEMORY_BYTES = 64 << 20
 
 
 def analyze_source(source: bytes | BinaryIO, uri: str, modality: str, hasher, track_id: str | None = None
                    ) -> TrackAnalysis:
-    """``analyze_track`` of a file's bytes or of an open file (``track_id``: its content id, when known);
-    recordings longer than LONG_AUDIO_S are decoded and analysed block by block (``analyze_long_audio``), so
-    memory stays bounded."""
+    """Every per-track stage on a file's bytes or on an open file (``track_id``: its content id, when known);
+    raises MediaError for unusable input. Recordings longer than LONG_AUDIO_S are decoded and analysed block
+    by block (``analyze_long_audio``), so memory stays bounded."""
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
     else:

@@ -41,12 +41,11 @@ def knn_search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index.search(x, k)
 
 
-def knn_graph(embeddings: np.ndarray, k: int, min_similarity: float,
-              mutual: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def knn_graph(embeddings: np.ndarray, k: int, min_similarity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Undirected kNN edges (a < b) with inner-product similarity >= min_similarity: (a, b, similarity).
 
-    ``embeddings`` should be L2-normalised so the inner product is the cosine similarity. With ``mutual``
-    an edge needs each end among the other's k nearest neighbours; otherwise either suffices.
+    ``embeddings`` should be L2-normalised so the inner product is the cosine similarity. An edge needs one
+    end among the other's k nearest neighbours.
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)
@@ -62,16 +61,8 @@ def knn_graph(embeddings: np.ndarray, k: int, min_similarity: float,
     keys = lo * n + hi
     order = np.lexsort((-sims, keys))
     keys, sims = keys[order], sims[order]
-    unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
-    if mutual:
-        unique, first = unique[counts == 2], first[counts == 2]
+    unique, first = np.unique(keys, return_index=True)
     return unique // n, unique % n, sims[first].astype(np.float32)
-
-
-def knn_edges(embeddings: np.ndarray, k: int, min_similarity: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mutual k-nearest-neighbour pairs (i < j) with similarity >= min_similarity."""
-    a, b, _ = knn_graph(embeddings, k, min_similarity, mutual=True)
-    return a, b
 
 
 def _merge_nodes(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -52,7 +52,7 @@ class AnalyzeTrack(beam.DoFn):
         self.segments = Metrics.counter("mirmatch", "segments")
 
     def setup(self) -> None:
-        from encoders.hashes import load_hasher
+        from encoders.codes import load_hasher
         from pipelines.progress import Progress
         from pipelines.state import StateStore
 

@@ -134,7 +134,7 @@ def summary_line(counters: dict) -> str:
 
 
 def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
-    from encoders.corpus import build_demo_corpus
+    from encoders.training.corpus import build_demo_corpus
     from pipelines.demo import summarise
 
     print(f"mirmatch demo: corpus in {args.corpus}", file=sys.stderr, flush=True)
@@ -149,16 +149,16 @@ def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     if args.cover:
-        from encoders.cover_model import DEFAULT_WEIGHTS as COVER_WEIGHTS
-        from encoders.cover_train import train_and_save
+        from encoders.training.versions import train_and_save
+        from encoders.versions.embedding import DEFAULT_WEIGHTS as COVER_WEIGHTS
 
         steps = {} if args.cover_steps is None else {"steps": args.cover_steps}
         meta = train_and_save(args.out or COVER_WEIGHTS, seed=args.seed, log=lambda line: print(line, flush=True),
                               **steps)
         print(f"mirmatch train --cover: done; clustering threshold {meta['cluster_similarity']}")
         return
-    from encoders.learned import DEFAULT_WEIGHTS
-    from encoders.train import TrainConfig, train
+    from encoders.codes.learned import DEFAULT_WEIGHTS
+    from encoders.training.codes import TrainConfig, train
 
     cfg = TrainConfig(seed=args.seed)
     for name in ("frame_steps", "sequence_steps", "versions"):

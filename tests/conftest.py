@@ -16,7 +16,7 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> dict:
     """4 MIDI files, 3 corrupted renderings of them and 2 distractors, 30 s each at most."""
-    from encoders.corpus import build_demo_corpus
+    from encoders.training.corpus import build_demo_corpus
 
     root = Path(os.environ.get("MIRMATCH_TEST_CACHE", REPO / ".cache" / "test-corpus"))
     truth = build_demo_corpus(root, n_midi=4, n_matched=3, n_distractors=2, max_duration_s=30.0,

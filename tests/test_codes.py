@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoders.hashes import RandomProjectionHasher, load_hasher, pack_uint32
-from hashing.clustering import cluster_labels, knn_edges
+from encoders.codes import load_hasher
+from encoders.codes.baseline import RandomProjectionHasher
+from encoders.codes.bits import pack_uint32
+from hashing.clustering import cluster_labels, knn_graph
 from hashing.search import HammingIndex
 
 
@@ -73,7 +75,7 @@ def test_clusters_from_similarity_and_extra_edges(rng):
     ids = [f"t{i}" for i in range(9)] + ["lonely"]
     lonely = rng.standard_normal((1, 16)).astype(np.float32)
     x = np.concatenate([x, lonely / np.linalg.norm(lonely)])
-    a, b = knn_edges(x, k=3, min_similarity=0.95)
+    a, b, _ = knn_graph(x, k=3, min_similarity=0.95)
     assert len(a) > 0 and all(i // 3 == j // 3 for i, j in zip(a, b, strict=True))
     labels = cluster_labels(ids, x, k=3, min_similarity=0.95)
     assert labels["t0"] == labels["t1"] == labels["t2"] == "t0"

@@ -6,8 +6,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from encoders.corpus import debian_midi_files
-from encoders.corrupt import audio_to_midi_time, corrupt_midi, crop_midi, draw_corruption
+from encoders.training.corpus import debian_midi_files
+from encoders.training.corrupt import audio_to_midi_time, corrupt_midi, crop_midi, draw_corruption
 
 
 def piece(seconds: float = 60.0) -> pretty_midi.PrettyMIDI:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encoders.cover import ftm2d_embedding
-from encoders.cover_model import DEFAULT_WEIGHTS, cover_embedding, embed_steps, fixed_steps, load_model
+from encoders.versions.baseline import ftm2d_embedding
+from encoders.versions.chroma import fixed_steps
+from encoders.versions.embedding import DEFAULT_WEIGHTS, cover_embedding, embed_steps, load_model
 from hashing.clustering import cluster_labels
 
 
@@ -59,15 +60,16 @@ def test_batched_embeddings_do_not_depend_on_padding(rng):
 @pytest.fixture(scope="module")
 def rendered_versions():
     """Six real chorales of held-out families, each rendered twice (other key, tempo, GM program, soundfont)."""
-    from encoders.cover_data import _arrange, _Plan, _render_and_analyse, chorale_tune, family_split
-    from encoders.segment_data import _music21_corpus_dir
     from encoders.soundfonts import available_soundfonts
+    from encoders.training.music21_scores import music21_corpus_dir
+    from encoders.training.splits import version_family_split
+    from encoders.training.versions_data import RenderPlan, arrange_tune, chorale_tune, render_and_analyse
 
     fonts = available_soundfonts()
     tunes, bases = [], set()
-    for path in sorted((_music21_corpus_dir() / "bach").glob("bwv*.mxl")):
+    for path in sorted((music21_corpus_dir() / "bach").glob("bwv*.mxl")):
         tune = chorale_tune(path)
-        if tune is not None and tune.name not in bases and family_split(tune.family) == "heldout":
+        if tune is not None and tune.name not in bases and version_family_split(tune.family) == "heldout":
             tunes.append(tune)
             bases.add(tune.name)
         if len(tunes) == 6:
@@ -77,8 +79,9 @@ def rendered_versions():
     for i, tune in enumerate(tunes):
         for v, (shift, program, bpm) in enumerate(((0, 0, 72.0), (3 + i % 5, 52 if i % 2 else 48, 90.0))):
             font = fonts[(i + v) % len(fonts)]
-            plans[font].append(_Plan(tune, "test", font, program, shift, bpm, _arrange(tune, shift, bpm, 32.0, rng)))
-    return [item for reel in plans.values() if reel for item in _render_and_analyse(reel)]
+            plans[font].append(RenderPlan(tune, "test", font, program, shift, bpm,
+                                          arrange_tune(tune, shift, bpm, 32.0, rng)))
+    return [item for reel in plans.values() if reel for item in render_and_analyse(reel)]
 
 
 def _rank_of_other_rendering(e: np.ndarray, names: list[str]) -> list[int]:
@@ -105,7 +108,7 @@ def test_verified_clusters_join_renderings_and_nothing_else(rendered_versions):
     """The pipeline's clustering (20-NN candidates verified by alignment, default threshold) on real renderings:
     no cluster mixes two chorales, and more renderings are joined than by the embedding's kNN graph alone
     (these 32-beat excerpts are harder than whole pieces; the default threshold favours precision)."""
-    from encoders.cover_model import version_sequence
+    from encoders.versions.chroma import version_sequence
     from hashing.clustering import cluster_graph, verified_edges
     from pipelines.pipeline import RunConfig
 

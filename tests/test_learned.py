@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from encoders.hashes import load_hasher
-from encoders.learned import DEFAULT_WEIGHTS, FrameEncoder, HashNetworks, LearnedHasher, SequenceEncoder
-from encoders.train import TrainConfig, contrastive_loss, train_frames, train_sequences, variance_hinge
-from encoders.training_data import AlignedPair, piece_split
+from encoders.codes import load_hasher
+from encoders.codes.learned import DEFAULT_WEIGHTS, FrameEncoder, HashNetworks, LearnedHasher, SequenceEncoder
+from encoders.training.codes import TrainConfig, contrastive_loss, train_frames, train_sequences, variance_hinge
+from encoders.training.codes_data import AlignedPair
+from encoders.training.splits import hash_piece_split
 
 
 def test_frame_encoder_downsamples_time_8x_and_keeps_codes_in_range():
@@ -72,7 +73,7 @@ def synthetic_pairs(n_pieces=6, frames=160, seed=0):
 
 
 def test_short_training_lowers_the_frame_loss_and_fits_the_sequence_head(request):
-    from encoders.train import _standardised
+    from encoders.training.codes import standardised_pairs
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()
@@ -80,7 +81,7 @@ def test_short_training_lowers_the_frame_loss_and_fits_the_sequence_head(request
     request.addfinalizer(lambda: torch.set_num_threads(threads))
     cfg = TrainConfig(hidden=16, batch=8, frame_steps=60, sequence_steps=40, lr=3e-3, sequence_whiten=8)
     nets = HashNetworks(hidden=16, sequence_lags=cfg.sequence_lags, sequence_whiten=cfg.sequence_whiten)
-    data = _standardised(synthetic_pairs())
+    data = standardised_pairs(synthetic_pairs())
     rng = np.random.default_rng(0)
     frame = train_frames(nets, data, cfg, rng, log=lambda _: None)
     assert np.mean(frame[-10:]) < 0.7 * np.mean(frame[:10])
@@ -99,8 +100,8 @@ def test_short_training_lowers_the_frame_loss_and_fits_the_sequence_head(request
 
 def test_piece_split_is_stable_and_holds_out_about_a_fifth():
     names = [f"simutrans_{i:03d}" for i in range(500)]
-    held = [n for n in names if piece_split(n) == "heldout"]
-    assert held == [n for n in names if piece_split(n) == "heldout"]
+    held = [n for n in names if hash_piece_split(n) == "heldout"]
+    assert held == [n for n in names if hash_piece_split(n) == "heldout"]
     assert 0.12 < len(held) / len(names) < 0.28
 
 
@@ -127,7 +128,7 @@ def test_weights_path_errors_say_what_to_do(tmp_path):
 
 
 def test_music21_pieces_are_deterministic_multi_instrument_midi():
-    from encoders.music21_midi import midi_from_spec, music21_sources
+    from encoders.training.music21_midi import midi_from_spec, music21_sources
 
     sources = music21_sources(("bach",))
     assert len(sources) > 300 and all(name.startswith("bach_") for name, _ in sources)
@@ -140,13 +141,13 @@ def test_music21_pieces_are_deterministic_multi_instrument_midi():
 
 
 def test_validation_pieces_are_music21_training_pieces_never_held_out():
-    from encoders.training_data import in_split, is_validation
+    from encoders.training.splits import in_hash_split, is_hash_validation
 
     names = [f"bach_bwv{i}.6" for i in range(300)] + [f"simutrans_{i:03d}" for i in range(300)]
-    val = [n for n in names if in_split(n, "val", set())]
-    assert val and all(n.startswith("bach_") and is_validation(n) for n in val)
-    assert all(in_split(n, "train", set()) and not in_split(n, "heldout", set()) for n in val)
-    assert not any(is_validation(n) for n in names if n.startswith("simutrans"))
+    val = [n for n in names if in_hash_split(n, "val", set())]
+    assert val and all(n.startswith("bach_") and is_hash_validation(n) for n in val)
+    assert all(in_hash_split(n, "train", set()) and not in_hash_split(n, "heldout", set()) for n in val)
+    assert not any(is_hash_validation(n) for n in names if n.startswith("simutrans"))
 
 
 def test_masked_negatives_do_not_count():
@@ -158,12 +159,12 @@ def test_masked_negatives_do_not_count():
 
 
 def test_phase_two_draws_debian_and_music21_pieces_in_the_asked_shares():
-    from encoders.train import _draw_weights
+    from encoders.training.codes import draw_weights
 
     names = ["bach_bwv1.6", "bach_bwv2.6", "bach_bwv3.6", "simutrans_a"]
-    w = _draw_weights(names, 0.5)
+    w = draw_weights(names, 0.5)
     assert w[-1] == pytest.approx(0.5) and w[:3] == pytest.approx([1 / 6] * 3)
-    assert _draw_weights(names, None) is None and _draw_weights(["simutrans_a", "mma_b"], 0.5) is None
+    assert draw_weights(names, None) is None and draw_weights(["simutrans_a", "mma_b"], 0.5) is None
 
 
 def test_lagged_moments_tell_apart_the_same_codes_in_another_order():
@@ -183,7 +184,7 @@ def test_lagged_moments_tell_apart_the_same_codes_in_another_order():
 
 
 def test_info_nce_prefers_matching_rows():
-    from encoders.train import info_nce_loss
+    from encoders.training.codes import info_nce_loss
 
     a = torch.sign(torch.randn(6, 32, generator=torch.Generator().manual_seed(1)))
     matched = info_nce_loss(a, a, temperature=0.1, penalty=0.1)
@@ -201,7 +202,7 @@ def test_weights_remember_their_sequence_lags(tmp_path):
 
 
 def test_train_rejects_an_unknown_sequence_loss_before_any_work(tmp_path):
-    from encoders.train import train
+    from encoders.training.codes import train
 
     with pytest.raises(ValueError, match="infonce"):
         train(tmp_path / "x.pt", TrainConfig(sequence_loss="triplet"))
@@ -209,7 +210,7 @@ def test_train_rejects_an_unknown_sequence_loss_before_any_work(tmp_path):
 
 
 def test_warm_up_starts_phase_one_with_small_steps():
-    from encoders.train import _optimise
+    from encoders.training.codes import optimise
 
     def first_move(warmup: int) -> float:
         param = torch.nn.Parameter(torch.zeros(1))
@@ -219,7 +220,7 @@ def test_warm_up_starts_phase_one_with_small_steps():
             seen.append(float(param.detach()))
             return ((param - 1) ** 2).sum()
 
-        _optimise([param], 100, 0.1, batch_loss, lambda _: None, "test", warmup)
+        optimise([param], 100, 0.1, batch_loss, lambda _: None, "test", warmup)
         return abs(seen[1] - seen[0])
 
     # Adam's first step is about the learning rate whatever the gradient: 0.1 at full rate, 0.01 after 1/10.

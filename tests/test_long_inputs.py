@@ -64,7 +64,7 @@ def test_streamed_cqt_equals_one_call(rng):
 
 
 def test_learned_codes_chunking_is_exact(monkeypatch, rng):
-    import encoders.learned as learned
+    import encoders.codes.learned as learned
 
     hasher = learned.LearnedHasher()
     cqt = rng.random((3001, 48), dtype=np.float32)
@@ -95,7 +95,7 @@ def test_huge_pairs_are_aligned_on_pooled_frames(monkeypatch, rng):
 
 
 def test_structure_grid_caps_the_number_of_units():
-    from encoders.analyze import structure_grid
+    from encoders.structure.grid import structure_grid
 
     beats = np.arange(0, 10_800, 0.5)
     grid = structure_grid(beats, 10_800.0, max_units=2048)

@@ -1,4 +1,5 @@
-"""Tests for the learned segmentation embedding (encoders.segment_embedding, encoders.structure_learned).
+"""Tests for the learned segmentation embedding (encoders.structure.embedding, encoders.structure.learned, and
+its training, encoders.training.structure).
 
 Synthetic inputs only (no .cache data); the shipped weights are loaded where a trained model is needed.
 """
@@ -14,17 +15,16 @@ import pytest
 import torch
 
 from encoders.features import FRAME_RATE, log_cqt
-from encoders.segment_embedding import (
+from encoders.structure.embedding import (
     DEFAULT_WEIGHTS,
     EmbeddingConfig,
     SegmentEmbeddingNet,
     embed_beats,
     load_segment_model,
-    sample_triplets,
-    train_segment_embedding,
 )
-from encoders.structure import Segment, beat_sync, laplacian_segments
-from encoders.structure_learned import FEATURES, learned_segments
+from encoders.structure.laplacian import Segment, beat_sync, laplacian_segments
+from encoders.structure.learned import FEATURES, learned_segments
+from encoders.training.structure import sample_triplets, train_segment_embedding
 from tests.conftest import synthetic_form
 
 

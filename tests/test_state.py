@@ -14,7 +14,7 @@ from pipelines.runs import (
     remove_incomplete_runs,
     staged_folder,
 )
-from pipelines.state import StateStore
+from pipelines.state import StateStore, log_stale_keys, stale_keys
 
 
 def test_state_store_round_trip_and_damaged_entries(tmp_path):
@@ -40,11 +40,33 @@ def test_analysis_key_names_code_and_model():
     from encoders.analyze import analysis_key, analysis_modules
 
     modules = analysis_modules()
-    assert {"encoders.analyze", "encoders.features", "encoders.learned", "hashing.align", "hashing.dtw"} <= set(modules)
-    assert not {"encoders.train", "encoders.training_data", "encoders.corpus"} & set(modules)
+    assert {"encoders.analyze", "encoders.features", "encoders.codes.learned", "hashing.align",
+            "hashing.dtw"} <= set(modules)
+    assert not [m for m in modules if m.startswith("encoders.training")]
     assert analysis_key() == analysis_key(None) == analysis_key("learned")
     assert analysis_key("random-projection") != analysis_key()
     assert len(analysis_key()) == 16
+
+
+def test_stale_keys_name_the_results_of_other_analysis_versions(tmp_path, monkeypatch, caplog):
+    import pipelines.state as state
+
+    root = str(tmp_path / "state")
+    assert stale_keys(root, "new") == [] and stale_keys(None, "new") == []  # nothing kept yet
+    StateStore(root, "old1").save_track("ab" * 16, "audio", 1)
+    StateStore(root, "old2").save_pair("m" * 32, "a" * 32, 2)
+    assert stale_keys(root, "new") == ["old1", "old2"]
+    with caplog.at_level("INFO", logger="mirmatch"):
+        assert log_stale_keys(root, "new") == ["old1", "old2"]
+    assert "analysed again" in caplog.text and "old1, old2" in caplog.text
+    StateStore(root, "new").save_track("cd" * 16, "midi", 3)
+    assert stale_keys(root, "new") == []  # this version has results: nothing to say
+    # Object stores (no folders): the first entry listed names one other key.
+    monkeypatch.setattr(state, "_has_folders", lambda _: False)
+    assert stale_keys(root, "new") == []
+    named = stale_keys(root, "newer")
+    assert len(named) == 1 and named[0] in {"old1", "old2", "new"}
+    assert stale_keys(str(tmp_path / "none"), "newer") == []
 
 
 def test_run_ids_sort_by_time():

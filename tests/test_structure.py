@@ -1,4 +1,4 @@
-"""Tests for encoders.structure (Laplacian structural segmentation)."""
+"""Tests for encoders.structure.laplacian (Laplacian structural segmentation)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import mir_eval
 import numpy as np
 import pytest
 
-from encoders.structure import Segment, beat_sync, laplacian_segments
+from encoders.structure.laplacian import Segment, beat_sync, laplacian_segments
 from tests.conftest import synthetic_form
 
 FPS = 21.5

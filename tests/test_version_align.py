@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from encoders.cover_model import version_sequence
+from encoders.versions.chroma import version_sequence
 from hashing.clustering import cluster_graph, verified_edges
 from hashing.version_align import qmax, qmax_score, verified_similarity
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from _common import report  # noqa: E402
 
-from encoders.corpus import build_demo_corpus  # noqa: E402
+from encoders.training.corpus import build_demo_corpus  # noqa: E402
 from pipelines.cli import build_parser, run_config  # noqa: E402
 from pipelines.pipeline import run  # noqa: E402
 from tests.conftest import OUTPUT_TABLES, canonical_rows  # noqa: E402

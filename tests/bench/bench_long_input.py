@@ -2,7 +2,7 @@
 
 Writes synthetic recordings (8 kHz mono WAV, one chord a minute) of 20, 60 and 180 minutes, analyses each in
 a fresh process and prints its peak resident memory and time; the reference is the one-piece path
-(``analyze_track`` on the whole file's bytes) on the 20-minute recording, measured in the same run:
+(``analyze_source`` on the whole file's bytes) on the 20-minute recording, measured in the same run:
     python tests/bench/bench_long_input.py [--minutes 20 60 180]
 """
 
@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from encoders.analyze import analyze_long_audio, analyze_track
-from encoders.hashes import load_hasher
+from encoders.analyze import analyze_long_audio, analyze_source
+from encoders.codes import load_hasher
 path, mode = sys.argv[1], sys.argv[2]
 hasher = load_hasher()
 started = time.perf_counter()
@@ -32,7 +32,7 @@ if mode == "streamed":
     with open(path, "rb") as f:
         result = analyze_long_audio(f, path, hasher, "bench")
 else:
-    result = analyze_track(Path(path).read_bytes(), path, "audio", hasher)
+    result = analyze_source(Path(path).read_bytes(), path, "audio", hasher)
 print(json.dumps({"seconds": time.perf_counter() - started, "duration_s": result.duration_s,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

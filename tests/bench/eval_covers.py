@@ -1,8 +1,8 @@
 """Version retrieval and clustering on held-out tune families: the learned embedding against 2D-FTM.
 
 Held-out families (split by family, never by version) are rendered with a soundfont, transpositions and
-GM programs unseen in training (encoders/cover_data.py). Each version with another version in the set
-queries all the others: MAP, mean rank of the first version, top-10 hit rate; "other arrangements only"
+GM programs unseen in training (encoders/training/versions_data.py). Each version with another version in
+the set queries all the others: MAP, mean rank of the first version, top-10 hit rate; "other arrangements only"
 leaves the other renderings of the query's own score out (only other harmonisations / variants count).
 Clusters come from hashing.clustering.cluster_labels with each embedding's similarity threshold
 calibrated on the validation families in this run; ARI against the true families. Beats are tracked on
@@ -10,7 +10,8 @@ the audio, as the pipeline does for recordings (--beats score: the score's grid,
 
 "verified": as the pipeline clusters, each version's 20 nearest neighbours by embedding are re-scored by
 Qmax alignment of their beat chroma (hashing.version_align) and ranked first; the clusters come from the
-verified edges above a threshold calibrated on validation (encoders.cover_eval.calibrate_verified_threshold).
+verified edges above a threshold calibrated on validation
+(encoders.training.versions_eval.calibrate_verified_threshold).
 
     python tests/bench/eval_covers.py [--weights PATH] [--beats tracked|score]
 """
@@ -24,9 +25,10 @@ import numpy as np
 import torch
 from _common import report
 
-from encoders.cover import ftm2d_embedding
-from encoders.cover_data import CoverItem, cover_corpus
-from encoders.cover_eval import (
+from encoders.features import FRAME_RATE
+from encoders.training.versions import eval_embeddings
+from encoders.training.versions_data import CoverItem, cover_corpus
+from encoders.training.versions_eval import (
     calibrate_threshold,
     calibrate_verified_threshold,
     clustering_ari,
@@ -35,9 +37,9 @@ from encoders.cover_eval import (
     verified_clustering_ari,
     verified_similarities,
 )
-from encoders.cover_model import DEFAULT_WEIGHTS, load_models, version_sequence
-from encoders.cover_train import eval_embeddings
-from encoders.features import FRAME_RATE
+from encoders.versions.baseline import ftm2d_embedding
+from encoders.versions.chroma import version_sequence
+from encoders.versions.embedding import DEFAULT_WEIGHTS, load_models
 
 
 def embeddings(items: list[CoverItem], method: str, beats: str, weights: str) -> np.ndarray:

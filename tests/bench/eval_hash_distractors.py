@@ -24,18 +24,19 @@ import numpy as np
 from _common import report
 from eval_hashes import LOWER_IS_BETTER, rank_figures, ranks_of_truth, track_code_distances
 
-from encoders.hashes import RandomProjectionHasher
-from encoders.learned import LearnedHasher
-from encoders.training_data import HELDOUT_SOUNDFONT, MUSIC21_SOURCES, N_ESSEN, TRAINING_COLLECTIONS, aligned_pairs
+from encoders.codes.baseline import RandomProjectionHasher
+from encoders.codes.learned import LearnedHasher
+from encoders.training.codes_data import HELDOUT_SOUNDFONT, N_ESSEN, TRAINING_COLLECTIONS, aligned_pairs
+from encoders.training.splits import MUSIC21_SOURCES
 from hashing.cascade import hash_dtw_batch
 
 STAGE1_KEEP, STAGE2_KEEP = 100, 10  # the pipeline's defaults (--candidates, --refine)
 
 
 def _render(job: tuple) -> np.ndarray | None:
-    from encoders.corrupt import corrupted_rendering
     from encoders.features import log_cqt
-    from encoders.music21_midi import midi_from_spec
+    from encoders.training.corrupt import corrupted_rendering
+    from encoders.training.music21_midi import midi_from_spec
 
     name, spec, seed = job
     pm = midi_from_spec(name, spec)
@@ -49,7 +50,7 @@ def distractors(n: int, cache_dir: Path = Path(".cache/hash-data")) -> list[np.n
     """Audio CQT of ``n`` unseen Essen tunes (cached)."""
     cache = cache_dir / f"distractors-essen-{n}-{HELDOUT_SOUNDFONT}.pkl"
     if not cache.exists():
-        from encoders.music21_midi import music21_sources
+        from encoders.training.music21_midi import music21_sources
 
         tunes = music21_sources(("essen",), n_essen=N_ESSEN + n, seed=0)[N_ESSEN:]
         jobs = [(name, spec, 900_000 + i) for i, (name, spec) in enumerate(tunes)]

@@ -22,10 +22,11 @@ import time
 import numpy as np
 from _common import report
 
+from encoders.codes.baseline import RandomProjectionHasher
+from encoders.codes.learned import LearnedHasher
 from encoders.features import FRAME_RATE
-from encoders.hashes import RandomProjectionHasher
-from encoders.learned import LearnedHasher
-from encoders.training_data import HELDOUT_SOUNDFONT, MUSIC21_SOURCES, TRAINING_COLLECTIONS, aligned_pairs
+from encoders.training.codes_data import HELDOUT_SOUNDFONT, TRAINING_COLLECTIONS, aligned_pairs
+from encoders.training.splits import MUSIC21_SOURCES
 from hashing.align import align_pair
 from hashing.cascade import hash_dtw_batch
 

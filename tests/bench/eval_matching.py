@@ -15,8 +15,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from encoders.analyze import track_features  # noqa: E402
-from encoders.corpus import build_demo_corpus  # noqa: E402
 from encoders.features import FRAME_RATE  # noqa: E402
+from encoders.training.corpus import build_demo_corpus  # noqa: E402
 from hashing.align import (  # noqa: E402
     SCORE_SCALE,
     SCORE_THRESHOLD,

@@ -2,7 +2,7 @@
 
     python tests/bench/eval_segments.py [--split heldout] [--weights PATH] [--no-speed]
 
-Pieces: encoders.segment_data (music21's Essen folksongs and Bach chorales assembled in forms such as AABA,
+Pieces: encoders.training.structure_data (music21's Essen folksongs and Bach chorales assembled in forms such as AABA,
 rendered with fluidsynth; built and cached under .cache/segment-data/ on first use, ~3 minutes). For each
 beat source (the score's beat grid, as the pipeline has for MIDI; beats tracked on the audio, as it has for
 recordings) and each figure (boundary hit-rate F at 0.5 s and 3 s, trimmed; pairwise frame-clustering F),
@@ -24,10 +24,10 @@ import torch
 from _common import report
 
 from encoders.features import FRAME_RATE
-from encoders.segment_data import segment_corpus
-from encoders.segment_embedding import DEFAULT_WEIGHTS, load_segment_model
-from encoders.structure import laplacian_segments
-from encoders.structure_learned import learned_segments
+from encoders.structure.embedding import DEFAULT_WEIGHTS, load_segment_model
+from encoders.structure.laplacian import laplacian_segments
+from encoders.structure.learned import learned_segments
+from encoders.training.structure_data import segment_corpus
 
 FIGURES = ("F@0.5s", "F@3s", "pairwise F")
 TRACK_S = 240.0

@@ -45,8 +45,8 @@ def timed(fn, repeat: int = 5) -> tuple[object, float]:
 def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("no CUDA device: nothing to check")
-    import encoders.cover_model as cover_model
-    from encoders.learned import LearnedHasher
+    import encoders.versions.embedding as embedding
+    from encoders.codes.learned import LearnedHasher
 
     torch.set_num_threads(1)  # as the pipeline's CPU workers run
     rng = np.random.default_rng(0)
@@ -80,12 +80,12 @@ def main() -> None:
 
     chroma = [music_like(n, 12, rng) for _ in range(8)]
     beats = np.arange(0.0, 180.0, 0.5)
-    on_gpu = [cover_model.cover_embedding(c, FRAME_RATE, beats) for c in chroma]
-    _, cover_gpu_s = timed(lambda: cover_model.cover_embedding(chroma[0], FRAME_RATE, beats))
-    cover_model.device = lambda: torch.device("cpu")  # load the CPU copies of the networks
-    cover_model.load_models.cache_clear()
-    on_cpu = [cover_model.cover_embedding(c, FRAME_RATE, beats) for c in chroma]
-    _, cover_cpu_s = timed(lambda: cover_model.cover_embedding(chroma[0], FRAME_RATE, beats))
+    on_gpu = [embedding.cover_embedding(c, FRAME_RATE, beats) for c in chroma]
+    _, cover_gpu_s = timed(lambda: embedding.cover_embedding(chroma[0], FRAME_RATE, beats))
+    embedding.device = lambda: torch.device("cpu")  # load the CPU copies of the networks
+    embedding.load_models.cache_clear()
+    on_cpu = [embedding.cover_embedding(c, FRAME_RATE, beats) for c in chroma]
+    _, cover_cpu_s = timed(lambda: embedding.cover_embedding(chroma[0], FRAME_RATE, beats))
     cosine = [float(np.dot(a.ravel(), b.ravel())) for a, b in zip(on_gpu, on_cpu, strict=True)]
     report("cover embedding: cosine of CUDA and CPU vectors (min)", min(cosine), "")
     report("cover embedding per 3-min track: CUDA speed-up over CPU", cover_cpu_s / cover_gpu_s, "x",

@@ -1,16 +1,16 @@
-"""A version-identification corpus from music21's bundled corpus: tune families rendered to audio.
+"""The version embedding's corpus: tune families of music21's bundled corpus rendered to audio.
 
 * Bach chorales (``bach/``): a family is a hymn melody; different harmonisations of the same soprano melody
   (same pitch contour of its opening, transposition-normalised) are versions of one another.
 * Essen folksongs (``essenFolksong/``): a family is a catalogue code of the ``N:`` field (``A0004A``,
   ``A0004B``... are variants of ``A0004``) within one collection file.
 
-Families are split by a hash of the family key (never by version). Training and validation versions are
-rendered with FluidR3 and TimGM6mb in even transpositions with the training GM programs; held-out versions
-with MuseScore General in odd transpositions with other programs, so keys, soundfonts and instruments of
-the evaluation are unseen in training. Chorales are rendered twice (two keys, tempi and programs), Essen
-variants once. Features are the pipeline's own (``audio_features``): frame chroma
-from the log-CQT, the score's quarter-note grid and beats tracked on the audio.
+Families are split by a hash of the family key (``splits.version_family_split``; never by version).
+Training and validation versions are rendered with FluidR3 and TimGM6mb in even transpositions with the
+training GM programs; held-out versions with MuseScore General in odd transpositions with other programs, so
+keys, soundfonts and instruments of the evaluation are unseen in training. Chorales are rendered twice (two
+keys, tempi and programs), Essen variants once. Features are the pipeline's own (``audio_features``): frame
+chroma from the log-CQT, the score's quarter-note grid and beats tracked on the audio.
 """
 
 from __future__ import annotations
@@ -26,14 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from encoders.features import FRAME_RATE, audio_features, estimate_beats
-from encoders.segment_data import (
-    REEL_GAP_S,
-    _abc_tunes,
-    _Arranged,
-    _music21_corpus_dir,
-    _parse_abc_phrase,
-    _render_reel,
-)
+from encoders.training.cache import read_cache
+from encoders.training.music21_scores import abc_tunes, music21_corpus_dir, parse_abc_phrase
+from encoders.training.reels import REEL_GAP_S, Arranged, render_reel
+from encoders.training.splits import version_family_split
 
 DATA_VERSION = 2
 SPLITS = ("train", "val", "heldout")
@@ -80,12 +76,6 @@ class CoverItem:
     tracked_beats: np.ndarray  # beats tracked on the audio (s), as the pipeline has for recordings
 
 
-def family_split(family: str) -> str:
-    """'heldout' for about a quarter of the families, 'val' for a tenth, else 'train' (blake2b)."""
-    bucket = hashlib.blake2b(f"cover:{family}".encode(), digest_size=8).digest()[0] % 20
-    return "heldout" if bucket < 5 else "val" if bucket < 7 else "train"
-
-
 def _melody_key(pitches: list[int], n: int = 12) -> str:
     """Transposition-normalised contour of the first ``n`` distinct consecutive pitches."""
     dedup = [p for i, p in enumerate(pitches) if i == 0 or p != pitches[i - 1]][:n]
@@ -129,7 +119,7 @@ def chorale_tune(path: Path) -> Tune | None:
 def bach_tunes() -> list[Tune]:
     """Every four-voice chorale once (``bwv112.5-sc`` = ``bwv112.5``), family = its soprano melody."""
     out, seen = [], set()
-    for path in sorted((_music21_corpus_dir() / "bach").glob("bwv*.mxl")):
+    for path in sorted((music21_corpus_dir() / "bach").glob("bwv*.mxl")):
         base = re.sub(r"[-_].*$", "", path.stem)
         if base in seen or (voices := _four_voices(path)) is None:
             continue
@@ -142,10 +132,10 @@ def bach_tunes() -> list[Tune]:
 def essen_tunes(max_per_family: int = 4) -> list[Tune]:
     """Essen variants sharing a catalogue code (``A0004A``, ``A0004B``...): families of at least two."""
     families: dict[str, list[tuple[dict, str]]] = {}
-    for path in sorted((_music21_corpus_dir() / "essenFolksong").glob("*.abc")):
+    for path in sorted((music21_corpus_dir() / "essenFolksong").glob("*.abc")):
         if path.stem.startswith("test"):
             continue
-        for tune in _abc_tunes(path):
+        for tune in abc_tunes(path):
             codes = [m.group(1) for n in tune.get("notes", []) if (m := re.fullmatch(r"([A-Z]\d{4})[A-Z]", n))]
             if codes:
                 families.setdefault(f"essen/{path.stem}/{codes[0]}", []).append((tune, path.stem))
@@ -156,7 +146,7 @@ def essen_tunes(max_per_family: int = 4) -> list[Tune]:
             continue
         parsed = []
         for tune, stem in members[:max_per_family]:
-            ph = _parse_abc_phrase(tune, "\n".join(tune["lines"]))
+            ph = parse_abc_phrase(tune, "\n".join(tune["lines"]))
             if ph is not None and len(ph.notes) >= 8:
                 parsed.append(Tune(f"essen/{stem}/{tune['id']}", family, "essen", ph.notes, ph.length_ql))
         if len(parsed) >= 2:
@@ -164,7 +154,9 @@ def essen_tunes(max_per_family: int = 4) -> list[Tune]:
     return out
 
 
-def _arrange(tune: Tune, shift: int, bpm: float, max_ql: float | None, rng: np.random.Generator) -> _Arranged:
+def arrange_tune(tune: Tune, shift: int, bpm: float, max_ql: float | None, rng: np.random.Generator) -> Arranged:
+    """One version of ``tune`` laid out in time: transposed by ``shift`` semitones, at ``bpm`` quarter notes per
+    minute, cut after ``max_ql`` quarter notes (None: whole), with velocity jitter."""
     spq = 60.0 / bpm
     base = int(rng.integers(64, 101))
     notes = []
@@ -176,24 +168,26 @@ def _arrange(tune: Tune, shift: int, bpm: float, max_ql: float | None, rng: np.r
     length = min(tune.length_ql, max_ql) if max_ql is not None else tune.length_ql
     duration = max(end for _, end, _, _ in notes)
     beats = np.arange(0.0, length - 1e-6, 1.0) * spq
-    return _Arranged(notes, beats, np.array([[0.0, duration]]), ["A"], duration)
+    return Arranged(notes, beats, np.array([[0.0, duration]]), ["A"], duration)
 
 
 @dataclass
-class _Plan:
+class RenderPlan:
+    """One version to render: its tune, split, soundfont, GM program, transposition and tempo."""
+
     tune: Tune
     split: str
     font: str
     program: int
     shift: int
     bpm: float
-    arranged: _Arranged
+    arranged: Arranged
 
 
-def _plans(tunes: list[Tune], rng: np.random.Generator, bach_train_versions: int) -> list[_Plan]:
+def _plans(tunes: list[Tune], rng: np.random.Generator, bach_train_versions: int) -> list[RenderPlan]:
     plans = []
     for tune in tunes:
-        split = family_split(tune.family)
+        split = version_family_split(tune.family)
         held = split == "heldout"
         n = 1 if tune.source == "essen" else HELDOUT_BACH_VERSIONS if held else bach_train_versions
         fonts, shifts, programs = ((EVAL_FONTS, EVAL_SHIFTS, EVAL_PROGRAMS) if held
@@ -202,13 +196,14 @@ def _plans(tunes: list[Tune], rng: np.random.Generator, bach_train_versions: int
             font = fonts[(v + int(rng.integers(len(fonts)))) % len(fonts)]
             shift, program = int(rng.choice(shifts)), int(rng.choice(programs))
             bpm = float(rng.uniform(*(BACH_BPM if tune.source == "bach" else ESSEN_BPM)))
-            arranged = _arrange(tune, shift, bpm, None if held else TRAIN_MAX_QL, rng)
-            plans.append(_Plan(tune, split, font, program, shift, bpm, arranged))
+            arranged = arrange_tune(tune, shift, bpm, None if held else TRAIN_MAX_QL, rng)
+            plans.append(RenderPlan(tune, split, font, program, shift, bpm, arranged))
     return plans
 
 
-def _render_and_analyse(reel: list[_Plan]) -> list[CoverItem]:
-    audios = _render_reel([(p.arranged, p.program) for p in reel], reel[0].font)
+def render_and_analyse(reel: list[RenderPlan]) -> list[CoverItem]:
+    """Render versions sharing one soundfont in one call and compute the pipeline's features of each."""
+    audios = render_reel([(p.arranged, p.program) for p in reel], reel[0].font)
     items = []
     for p, y in zip(reel, audios, strict=True):
         feats = audio_features(y, p.arranged.beats)
@@ -224,8 +219,8 @@ def build_cover_corpus(cache_dir: str | Path = DEFAULT_CACHE, *, seed: int = 0, 
                        bach_train_versions: int = 2, workers: int = 2, progress: bool = True) -> list[CoverItem]:
     """Build (or load from ``cache_dir``) the rendered corpus, every split, in a fixed order."""
     cache = Path(cache_dir) / f"cover-e{max_essen_families}-b{bach_train_versions}-seed{seed}-d{DATA_VERSION}.pkl"
-    if cache.exists():
-        return pickle.loads(cache.read_bytes())
+    if (items := read_cache(cache)) is not None:
+        return items
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     essen = essen_tunes()
@@ -248,7 +243,7 @@ def build_cover_corpus(cache_dir: str | Path = DEFAULT_CACHE, *, seed: int = 0, 
             reels.append(reel)
     items: list[CoverItem] = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for done in pool.map(_render_and_analyse, reels):
+        for done in pool.map(render_and_analyse, reels):
             items.extend(done)
             if progress:
                 print(f"  {len(items)}/{len(plans)} versions rendered ({time.perf_counter() - started:.0f} s)",
@@ -267,4 +262,4 @@ def cover_corpus(split: str | None = None, **kwargs) -> list[CoverItem]:
 
 
 __all__ = ["CoverItem", "DATA_VERSION", "SPLITS", "Tune", "bach_tunes", "build_cover_corpus", "chorale_tune",
-           "cover_corpus", "essen_tunes", "family_split"]
+           "cover_corpus", "essen_tunes"]

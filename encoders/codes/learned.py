@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32, pad_frames
 from encoders.features import N_BINS
-from encoders.hashes import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32
 
 MODALITIES = ("audio", "midi")
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v4.pt"
 EMBED_CHUNK_FRAMES = 8192  # frames per forward pass of the frame encoders (a multiple of DOWNSAMPLE)
 EMBED_CONTEXT_FRAMES = 64  # frames of context on each side of a chunk (a multiple of DOWNSAMPLE)
@@ -152,7 +152,7 @@ def inference_device() -> torch.device:
 
 @dataclass
 class LearnedHasher:
-    """Codes from the trained networks; same interface as ``encoders.hashes.RandomProjectionHasher``.
+    """Codes from the trained networks; same interface as ``encoders.codes.baseline.RandomProjectionHasher``.
 
     Inference runs on the GPU when there is one; each track is one batched forward pass over all its
     frames (the networks are convolutional in time).
@@ -184,10 +184,7 @@ class LearnedHasher:
     def _embed(self, cqt: np.ndarray, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-        x = standardise_cqt(cqt)
-        n = len(x)
-        padded = np.zeros((max(1, -(-n // DOWNSAMPLE)) * DOWNSAMPLE, x.shape[1]), np.float32)
-        padded[:n] = x
+        padded = pad_frames(standardise_cqt(cqt), min_codes=1)
         net = self.nets.frame[modality]
         with torch.inference_mode():
             if len(padded) <= EMBED_CHUNK_FRAMES:

@@ -1,4 +1,4 @@
-"""Training the learned hash encoders (``mirmatch train``).
+"""Training the learned hash encoders of ``encoders.codes.learned`` (``mirmatch train``).
 
 Phase 1 trains the two frame encoders jointly with Raffel & Ellis's contrastive loss on aligned frame
 windows: matching codes are pulled together, codes of other pieces pushed at least ``margin`` apart, and an
@@ -20,15 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.hashes import DOWNSAMPLE
-from encoders.learned import DEFAULT_WEIGHTS, HashNetworks, standardise_cqt
-from encoders.training_data import (
-    TRAIN_SOUNDFONT,
-    TRAINING_COLLECTIONS,
-    AlignedPair,
-    aligned_pairs,
-    is_validation,
-)
+from encoders.codes.bits import pad_frames
+from encoders.codes.learned import DEFAULT_WEIGHTS, HashNetworks, standardise_cqt
+from encoders.training.codes_data import TRAIN_SOUNDFONT, TRAINING_COLLECTIONS, AlignedPair, aligned_pairs
+from encoders.training.loop import run_steps
+from encoders.training.splits import is_hash_validation
 
 
 @dataclass
@@ -120,7 +116,8 @@ def info_nce_loss(a: torch.Tensor, b: torch.Tensor, temperature: float, penalty:
             + penalty * ((1 - out**2) ** 2).mean())
 
 
-def _standardised(pairs: list[AlignedPair]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
+def standardised_pairs(pairs: list[AlignedPair]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, str]]:
+    """(standardised audio CQT, standardised MIDI CQT, frame map, name) of each pair: what the phases draw from."""
     return [(standardise_cqt(p.audio_cqt), standardise_cqt(p.midi_cqt), p.midi_frame, p.name) for p in pairs]
 
 
@@ -139,7 +136,7 @@ def _window_batch(data, cfg: TrainConfig, rng: np.random.Generator):
     return torch.from_numpy(np.stack(audio)), torch.from_numpy(np.stack(midi)), np.array(piece)
 
 
-def _optimise(params, steps: int, lr: float, batch_loss, log, phase: str, warmup: int = 0) -> list[float]:
+def optimise(params, steps: int, lr: float, batch_loss, log, phase: str, warmup: int = 0) -> list[float]:
     """Adam with a cosine learning-rate decay over ``steps`` (after a linear warm-up over ``warmup`` steps);
     ``batch_loss()`` draws a batch and returns its loss. Returns the loss of every step; logs their mean
     every 100 steps."""
@@ -149,19 +146,14 @@ def _optimise(params, steps: int, lr: float, batch_loss, log, phase: str, warmup
             opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     else:
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    losses = []
     started = time.monotonic()
-    for step in range(steps):
-        loss = batch_loss()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % 100 == 0:
-            log(f"  {phase} step {step + 1}/{steps} loss {np.mean(losses[-100:]):.3f} "
+
+    def report(done: int, losses: list[float]) -> None:
+        if done % 100 == 0:
+            log(f"  {phase} step {done}/{steps} loss {np.mean(losses[-100:]):.3f} "
                 f"({time.monotonic() - started:.0f} s)")
-    return losses
+
+    return run_steps(opt, sched, steps, lambda _: batch_loss(), report)
 
 
 def train_frames(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.Generator, log,
@@ -189,7 +181,7 @@ def train_frames(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.Gene
             loss = loss + cfg.variance_weight * (variance_hinge(fa.reshape(b * s, d)) + variance_hinge(flat_m))
         return loss
 
-    return _optimise(list(nets.frame.parameters()), cfg.frame_steps if steps is None else steps,
+    return optimise(list(nets.frame.parameters()), cfg.frame_steps if steps is None else steps,
                      cfg.lr if lr is None else lr, batch_loss, log, "frames", cfg.warmup_steps if steps is None else 0)
 
 
@@ -198,15 +190,10 @@ def _embeddings(nets: HashNetworks, data) -> list[tuple[torch.Tensor, torch.Tens
     out = []
     with torch.no_grad():
         for a, m, _, name in data:
-            _, ca = nets.frame["audio"](torch.from_numpy(_pad(a)).unsqueeze(0))
-            _, cm = nets.frame["midi"](torch.from_numpy(_pad(m)).unsqueeze(0))
+            _, ca = nets.frame["audio"](torch.from_numpy(pad_frames(a)).unsqueeze(0))
+            _, cm = nets.frame["midi"](torch.from_numpy(pad_frames(m)).unsqueeze(0))
             out.append((ca[0], cm[0], name))
     return out
-
-
-def _pad(x: np.ndarray) -> np.ndarray:
-    n = -(-len(x) // DOWNSAMPLE) * DOWNSAMPLE
-    return np.pad(x, ((0, n - len(x)), (0, 0)))
 
 
 def _padded(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +206,7 @@ def _padded(seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-def _draw_weights(names: list[str], debian_share: float | None) -> np.ndarray | None:
+def draw_weights(names: list[str], debian_share: float | None) -> np.ndarray | None:
     """Probability of drawing each piece in phase 2: ``debian_share`` of the mass spread evenly over the
     Debian pieces, the rest over the music21 ones (None, or only one kind present: uniform)."""
     debian = np.array([n.split("_", 1)[0] in TRAINING_COLLECTIONS for n in names])
@@ -244,7 +231,7 @@ def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.G
     embedded = _embeddings(nets, data)
     names = sorted({name for *_, name in embedded})
     by_name = {n: [e for e in embedded if e[2] == n] for n in names}
-    weights = _draw_weights(names, cfg.sequence_debian_share)
+    weights = draw_weights(names, cfg.sequence_debian_share)
     standardised = []
     with torch.no_grad():  # centre and scale the pooled moments with the training tracks' statistics
         for i, modality in enumerate(("audio", "midi")):
@@ -276,7 +263,7 @@ def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.G
         return contrastive_loss(pa, pm, pm[neg_idx], cfg.sequence_margin, cfg.alpha, cfg.output_penalty)
 
     params = [p for p in nets.sequence.parameters() if p.requires_grad]
-    return _optimise(params, cfg.sequence_steps, cfg.lr, batch_loss, log, "sequences")
+    return optimise(params, cfg.sequence_steps, cfg.lr, batch_loss, log, "sequences")
 
 
 def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log=print,
@@ -300,13 +287,13 @@ def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log
                           collections=TRAINING_COLLECTIONS)
     extra = [] if not cfg.music21 else [
         p for p in aligned_pairs("train", TRAIN_SOUNDFONT, versions=cfg.music21_versions, seed=cfg.seed,
-                                 collections=cfg.music21) if not is_validation(p.name)]
-    frame_data = _standardised(pairs + extra if cfg.frame_music21 else pairs)
+                                 collections=cfg.music21) if not is_hash_validation(p.name)]
+    frame_data = standardised_pairs(pairs + extra if cfg.frame_music21 else pairs)
     finetune = [] if not cfg.finetune_music21 or frames_from is not None else [
         p for p in aligned_pairs("train", TRAIN_SOUNDFONT, versions=cfg.music21_versions, seed=cfg.seed,
-                                 collections=cfg.finetune_music21) if not is_validation(p.name)]
+                                 collections=cfg.finetune_music21) if not is_hash_validation(p.name)]
     pairs += extra
-    data = _standardised(pairs)
+    data = standardised_pairs(pairs)
     n_pieces = len({p.name for p in pairs})
     log(f"  {n_pieces} pieces, {len(pairs)} renderings, {sum(len(p.audio_cqt) for p in pairs)} audio frames; "
         f"{len({p.name for p in finetune})} more pieces ({len(finetune)} renderings) for phase 1b "
@@ -320,7 +307,7 @@ def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log
         frame_losses = train_frames(nets, frame_data, cfg, rng, log)
         if finetune and cfg.finetune_steps:
             log(f"phase 1b: frame encoders fine-tuned with {', '.join(cfg.finetune_music21)} added")
-            frame_losses = train_frames(nets, frame_data + _standardised(finetune), cfg,
+            frame_losses = train_frames(nets, frame_data + standardised_pairs(finetune), cfg,
                                         np.random.default_rng([cfg.seed, 7]), log, cfg.finetune_steps, cfg.finetune_lr)
     else:
         log(f"phase 1: frame encoders taken from {frames_from}")

@@ -8,7 +8,7 @@ Each input is per-step max-normalised, a one-channel image of 12 pitch classes b
 around the pitch-class axis (circular padding) and never stride along it, so every feature map is
 equivariant to transposition (a circular shift of the input shifts the maps); the maximum over the
 pitch-class axis then makes the embedding exactly invariant to key. Masked mean and max pooling over time
-give one L2-normalised vector per track, whatever its length.
+give one L2-normalised vector per track, whatever its length. The inputs come from ``encoders.versions.chroma``.
 """
 
 from __future__ import annotations
@@ -21,88 +21,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from encoders.cover import beat_chroma
-from encoders.learned import inference_device
-from hashing.version_align import pool_steps
+from encoders.codes.learned import inference_device
+from encoders.versions.chroma import FIXED_HOP_S, beat_steps, fixed_steps, scaled_beats
 
-STEPS_PER_BEAT = 2
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "cover-embedding-v2.pt"
-MIN_STEPS = 8
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "cover-embedding-v2.pt"
 TEMPO_VIEWS = (1.0, 1.5, 2.0 / 3.0)  # beat-period ratios averaged by cover_embedding
-CANONICAL_BEAT_S = 0.5  # beats are brought into [0.5, 1.0) s (60-120 per minute)
-FIXED_HOP_S = 0.093  # hop of the fixed-rate input (about two feature frames)
 FIXED_STRETCHES = (1.0, 1.5, 2.0 / 3.0)  # hop multipliers averaged by cover_embedding for the fixed-rate net
 INPUTS = ("beat", "fixed")
-
-
-def subdivide(beat_times: np.ndarray | None, steps: int = STEPS_PER_BEAT) -> np.ndarray | None:
-    """Beat times with ``steps - 1`` evenly spaced times inserted between consecutive beats."""
-    if beat_times is None or len(beat_times) < 2 or steps == 1:
-        return beat_times
-    b = np.asarray(beat_times, dtype=np.float64)
-    frac = np.arange(steps) / steps
-    inner = (b[:-1, None] + np.diff(b)[:, None] * frac[None, :]).ravel()
-    return np.concatenate([inner, b[-1:]])
-
-
-def canonical_beats(beat_times: np.ndarray | None, shortest_s: float = CANONICAL_BEAT_S) -> np.ndarray | None:
-    """Beats in one tempo octave: every other beat while the median beat is shorter than ``shortest_s``,
-    beats split in two while it is ``2 * shortest_s`` or longer (beat trackers often double a tempo)."""
-    if beat_times is None or len(beat_times) < 4:
-        return beat_times
-    b = np.asarray(beat_times, dtype=np.float64)
-    period = float(np.median(np.diff(b)))
-    while period < shortest_s and len(b) >= 8:
-        b, period = b[::2], 2 * period
-    while period >= 2 * shortest_s:
-        b, period = subdivide(b, 2), period / 2
-    return b
-
-
-def scaled_beats(beat_times: np.ndarray | None, ratio: float) -> np.ndarray | None:
-    """Beat times at ``ratio`` times the beat period (1.5: every one and a half beats), interpolated."""
-    if beat_times is None or len(beat_times) < 4 or ratio == 1.0:
-        return beat_times
-    b = np.asarray(beat_times, dtype=np.float64)
-    return np.interp(np.arange(0.0, len(b) - 1 + 1e-9, ratio), np.arange(len(b)), b)
-
-
-def beat_steps(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None) -> np.ndarray:
-    """(n_frames, 12) chroma -> (n_steps, 12) float32 sub-beat chroma (tempo octave canonicalised), each
-    step max-normalised."""
-    steps = beat_chroma(np.asarray(chroma, dtype=np.float32), frame_rate, subdivide(canonical_beats(beat_times)))
-    steps = steps / (steps.max(axis=1, keepdims=True) + 1e-6)
-    if len(steps) < MIN_STEPS:
-        steps = np.concatenate([steps, np.zeros((MIN_STEPS - len(steps), 12), np.float32)])
-    return steps.astype(np.float32)
-
-
-#: Alignment steps kept per track for version verification (hashing.version_align): longer tracks are pooled.
-MAX_SEQUENCE_STEPS = 1024
-
-
-def version_sequence(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None,
-                     max_steps: int = MAX_SEQUENCE_STEPS) -> np.ndarray:
-    """(n_frames, 12) chroma -> (n_beats, 12) float16 unit-norm chroma on the canonical-tempo beats: the
-    sequence ``hashing.version_align`` aligns to verify version candidates (at most ``max_steps`` steps)."""
-    steps = beat_chroma(np.asarray(chroma, dtype=np.float32), frame_rate, canonical_beats(beat_times))
-    return pool_steps(steps, max_steps).astype(np.float16)
-
-
-def fixed_steps(chroma: np.ndarray, frame_rate: float, hop_s: float = FIXED_HOP_S) -> np.ndarray:
-    """(n_frames, 12) chroma -> (n_steps, 12) float32 chroma averaged over windows of ``hop_s``, each step
-    max-normalised (no beats needed)."""
-    c = np.asarray(chroma, dtype=np.float32)
-    n = len(c)
-    if n == 0:
-        return np.zeros((MIN_STEPS, 12), np.float32)
-    starts = np.unique(np.round(np.arange(0.0, n / frame_rate, hop_s) * frame_rate).astype(int))
-    starts = starts[starts < n]
-    steps = np.add.reduceat(c, starts, axis=0) / np.diff(np.append(starts, n))[:, None]
-    steps = steps / (steps.max(axis=1, keepdims=True) + 1e-6)
-    if len(steps) < MIN_STEPS:
-        steps = np.concatenate([steps, np.zeros((MIN_STEPS - len(steps), 12), np.float32)])
-    return steps.astype(np.float32)
 
 
 class _Block(nn.Module):
@@ -177,18 +102,24 @@ def load_model(path: str | Path = DEFAULT_WEIGHTS, name: str = "beat") -> CoverN
     return load_models(path)[name]
 
 
+def pad_steps(steps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Several (n_steps, 12) step-chroma arrays as one zero-padded batch: (b, longest, 12) float32 inputs and
+    the (b, longest) float32 mask (1 on real steps) that ``CoverNet`` takes."""
+    length = max(len(s) for s in steps)
+    x = np.zeros((len(steps), length, 12), np.float32)
+    m = np.zeros((len(steps), length), np.float32)
+    for j, s in enumerate(steps):
+        x[j, :len(s)], m[j, :len(s)] = s, 1.0
+    return x, m
+
+
 def embed_steps(model: CoverNet, steps: list[np.ndarray], batch: int = 64) -> np.ndarray:
     """Embed several (n_steps, 12) step-chroma arrays; returns (n, dim) float32."""
     out = []
     dev = next(model.parameters()).device
     with torch.no_grad():
         for i in range(0, len(steps), batch):
-            chunk = steps[i:i + batch]
-            length = max(len(s) for s in chunk)
-            x = np.zeros((len(chunk), length, 12), np.float32)
-            m = np.zeros((len(chunk), length), np.float32)
-            for j, s in enumerate(chunk):
-                x[j, :len(s)], m[j, :len(s)] = s, 1.0
+            x, m = pad_steps(steps[i:i + batch])
             out.append(model(torch.from_numpy(x).to(dev), torch.from_numpy(m).to(dev)).cpu().numpy())
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.config["dim"]), np.float32)
 

@@ -18,9 +18,9 @@ import numpy as np
 import pretty_midi
 import soundfile as sf
 
-from encoders.corrupt import audio_to_midi_time, corrupted_rendering, crop_midi
 from encoders.media import SAMPLE_RATE
 from encoders.soundfonts import MIDI_SIDE_SOUNDFONT, available_soundfonts
+from encoders.training.corrupt import audio_to_midi_time, corrupted_rendering, crop_midi
 
 #: Debian packages shipping multi-instrument MIDI files (all of them named in DEVELOPERS.md).
 DEBIAN_MIDI_DIRS = {

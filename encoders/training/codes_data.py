@@ -1,16 +1,16 @@
 """Training and evaluation data for the learned hash encoders: aligned CQT of MIDI and "audio".
 
 Each piece of the Debian MIDI collections and of music21's Bach chorales and Essen folksongs
-(``encoders.music21_midi``) is rendered twice: the MIDI side as the pipeline renders it
+(``encoders.training.music21_midi``) is rendered twice: the MIDI side as the pipeline renders it
 (FluidR3), the audio side after Raffel-style corruptions with another soundfont (TimGM6mb for training,
 MuseScore General for the held-out evaluation and the validation pieces). The corruption's exact time
 map gives, for every audio frame, the MIDI frame it plays. Pieces are split by a hash of their name,
-never by frame or clip: one in five held out, another one in five of the music21 pieces for validation.
+never by frame or clip (``encoders.training.splits``): one in five held out, another one in five of the
+music21 pieces for validation.
 """
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass
 from multiprocessing import Pool
@@ -19,25 +19,20 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from encoders.corpus import debian_midi_files, usable_pieces
-from encoders.corrupt import audio_to_midi_time, corrupted_rendering
 from encoders.features import FRAME_RATE, log_cqt
-from encoders.music21_midi import midi_from_spec, music21_sources
 from encoders.render import render_midi
 from encoders.soundfonts import MIDI_SIDE_SOUNDFONT
+from encoders.training.cache import read_cache
+from encoders.training.corpus import build_demo_corpus, debian_midi_files, usable_pieces
+from encoders.training.corrupt import audio_to_midi_time, corrupted_rendering
+from encoders.training.music21_midi import midi_from_spec, music21_sources
+from encoders.training.splits import MUSIC21_SOURCES, in_hash_split
 
 TRAIN_SOUNDFONT = "timgm6mb"
 HELDOUT_SOUNDFONT = "musescore"
-HELDOUT_SHARE = 5  # one piece in five is held out
 TRAINING_COLLECTIONS = ("simutrans", "openttd", "freedink", "mma")
-MUSIC21_SOURCES = ("bach", "essen")
 N_ESSEN = 200  # Essen tunes drawn (of about 8000); every Bach chorale is used
 DATA_VERSION = 1
-
-
-def piece_split(name: str) -> str:
-    """'heldout' for one piece in HELDOUT_SHARE (by a hash of its name), else 'train'."""
-    return "heldout" if hashlib.blake2b(name.encode(), digest_size=8).digest()[0] % HELDOUT_SHARE == 0 else "train"
 
 
 @dataclass
@@ -69,25 +64,7 @@ def _render_pair(job: tuple) -> list[AlignedPair]:
 
 def demo_pieces() -> set[str]:
     """Pieces of the bundled demo corpus (built if needed): always held out, so the demo is a fair test."""
-    from encoders.corpus import build_demo_corpus
-
     return set(build_demo_corpus(".cache/demo-corpus", progress=False)["pieces"])
-
-
-def is_validation(name: str) -> bool:
-    """Music21 pieces of a second hash bucket: rendered with the training split (so that every other
-    piece keeps its corruption seed) but never trained on; used to choose training settings."""
-    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()[0]
-    return name.split("_", 1)[0] in MUSIC21_SOURCES and digest % HELDOUT_SHARE == 1
-
-
-def in_split(name: str, split: str, held_out_extra: set[str]) -> bool:
-    """Whether ``name`` belongs to ``split``: 'heldout', 'train' (everything else, validation pieces
-    included: ``train`` drops them) or 'val'."""
-    held = piece_split(name) == "heldout" or name in held_out_extra
-    if split == "heldout":
-        return held
-    return not held and (split == "train" or is_validation(name))
 
 
 def aligned_pairs(split: str, soundfont: str, *, versions: int = 1, max_duration_s: float = 60.0,
@@ -95,9 +72,9 @@ def aligned_pairs(split: str, soundfont: str, *, versions: int = 1, max_duration
                   collections: tuple[str, ...] = TRAINING_COLLECTIONS, progress: bool = True) -> list[AlignedPair]:
     """Aligned pairs for every usable piece of ``split`` (cached under ``cache_dir``).
 
-    ``collections``: Debian MIDI collections (``encoders.corpus.DEBIAN_MIDI_DIRS``) and music21 sources
-    (``encoders.music21_midi.SOURCES``); each group is cached on its own. Held out: one piece in five by
-    name hash, and every piece of the demo corpus.
+    ``collections``: Debian MIDI collections (``encoders.training.corpus.DEBIAN_MIDI_DIRS``) and music21
+    sources (``encoders.training.music21_midi.SOURCES``); each group is cached on its own. Held out: one
+    piece in five by name hash, and every piece of the demo corpus.
     """
     debian = tuple(c for c in collections if c not in MUSIC21_SOURCES)
     music21 = tuple(c for c in collections if c in MUSIC21_SOURCES)
@@ -107,23 +84,25 @@ def aligned_pairs(split: str, soundfont: str, *, versions: int = 1, max_duration
             continue
         key = f"{split}-{soundfont}-v{versions}-{int(max_duration_s)}s-seed{seed}-{'+'.join(group)}-d{DATA_VERSION}"
         cache = Path(cache_dir) / f"{key}.pkl"
-        if not cache.exists():
+        rendered = read_cache(cache)
+        if rendered is None:
             jobs = [(name, source, soundfont, versions, seed * 100_003 + offset + i)
                     for i, (name, source) in enumerate(_sources(split, group, max_duration_s, seed))]
+            rendered = _render(jobs, workers, f"{split} {'+'.join(group)} ({soundfont})", progress)
             cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(pickle.dumps(_render(jobs, workers, f"{split} {'+'.join(group)} ({soundfont})",
-                                                   progress)))
-        pairs += pickle.loads(cache.read_bytes())
+            cache.write_bytes(pickle.dumps(rendered))
+        pairs += rendered
     return pairs
 
 
 def _sources(split: str, group: tuple[str, ...], max_duration_s: float, seed: int) -> list[tuple[str, object]]:
     """(name, PrettyMIDI or music21 spec) of the pieces of ``split`` in one group of collections."""
     if group[0] in MUSIC21_SOURCES:
-        return [(name, spec) for name, spec in music21_sources(group, N_ESSEN, seed) if in_split(name, split, set())]
+        return [(name, spec) for name, spec in music21_sources(group, N_ESSEN, seed)
+                if in_hash_split(name, split, set())]
     extra = demo_pieces()
     return [(name, pm) for name, pm in usable_pieces(debian_midi_files(group), 20.0, max_duration_s)
-            if in_split(name, split, extra)]
+            if in_hash_split(name, split, extra)]
 
 
 def _render(jobs: list[tuple], workers: int, what: str, progress: bool) -> list[AlignedPair]:
@@ -136,5 +115,4 @@ def _render(jobs: list[tuple], workers: int, what: str, progress: bool) -> list[
     return pairs
 
 
-__all__ = ["AlignedPair", "HELDOUT_SOUNDFONT", "MIDI_SIDE_SOUNDFONT", "TRAIN_SOUNDFONT", "aligned_pairs",
-           "is_validation", "piece_split"]
+__all__ = ["AlignedPair", "HELDOUT_SOUNDFONT", "MIDI_SIDE_SOUNDFONT", "TRAIN_SOUNDFONT", "aligned_pairs"]

@@ -1,7 +1,7 @@
 """Whole pieces from music21's bundled corpus as multi-instrument MIDI, for training the hash encoders.
 
 * ``bach``: every Bach chorale (one file per chorale number), its four voices from
-  ``encoders.segment_data``'s phrase loader laid end to end, each voice on its own instrument;
+  ``encoders.training.music21_scores``'s phrase loader laid end to end, each voice on its own instrument;
 * ``essen``: Essen folksongs (whole tunes, parsed with the same ABC loader), the melody doubled an octave
   lower on another instrument half of the time, repeated until the piece lasts 20 s.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
-from encoders.segment_data import _abc_tunes, _chorale_phrases, _music21_corpus_dir, _parse_abc_phrase
+from encoders.training.music21_scores import abc_tunes, chorale_phrases, music21_corpus_dir, parse_abc_phrase
 
 SOURCES = ("bach", "essen")
 #: General MIDI programs a part may be played with (none of them percussive).
@@ -40,7 +40,7 @@ def music21_sources(sources: tuple[str, ...] = SOURCES, n_essen: int = 200, seed
 
     Specs are small and picklable, so that pieces are parsed in the rendering workers.
     """
-    root = _music21_corpus_dir()
+    root = music21_corpus_dir()
     out: list[tuple[str, tuple]] = []
     if "bach" in sources:
         seen = set()
@@ -51,7 +51,7 @@ def music21_sources(sources: tuple[str, ...] = SOURCES, n_essen: int = 200, seed
                 out.append((f"bach_{base}", ("bach", str(path), seed)))
     if "essen" in sources:
         files = sorted(p for p in (root / "essenFolksong").glob("*.abc") if not p.stem.startswith("test"))
-        tunes = [(f, t) for f in files for t in _abc_tunes(f) if len(t["lines"]) >= 2]
+        tunes = [(f, t) for f in files for t in abc_tunes(f) if len(t["lines"]) >= 2]
         for i in np.random.default_rng(seed).permutation(len(tunes))[:n_essen]:
             f, tune = tunes[int(i)]
             out.append((f"essen_{f.stem}_{tune['id']}", ("essen", tune, seed)))
@@ -63,7 +63,7 @@ def midi_from_spec(name: str, spec: tuple) -> pretty_midi.PrettyMIDI | None:
     kind, source, seed = spec
     rng = _rng(name, seed)
     if kind == "bach":
-        phrases = _chorale_phrases(Path(source))
+        phrases = chorale_phrases(Path(source))
         if not phrases:
             return None
         spq = 60.0 / rng.uniform(*BACH_BPM)
@@ -76,7 +76,7 @@ def midi_from_spec(name: str, spec: tuple) -> pretty_midi.PrettyMIDI | None:
         parts = [v for v in voices if v]
         total = t0
     else:
-        whole = _parse_abc_phrase(source, "\n".join(source["lines"]))
+        whole = parse_abc_phrase(source, "\n".join(source["lines"]))
         if whole is None or len(whole.notes) < 20:
             return None
         spq = float(rng.uniform(*ESSEN_NOTE_S)) * len(whole.notes) / whole.length_ql

@@ -1,6 +1,7 @@
-"""Training the version embedding: triplet loss with semi-hard negative mining (Doras & Peeters 2019).
+"""Training the version embedding of ``encoders.versions.embedding`` (``mirmatch train --cover``): triplet loss
+with semi-hard negative mining (Doras & Peeters 2019).
 
-Two networks are trained separately and concatenated (encoders/cover_model.py): "beat" (below) and "fixed",
+Two networks are trained separately and concatenated (``encoders.versions.embedding``): "beat" (below) and "fixed",
 which sees chroma at a fixed hop stretched by a random factor in STRETCH (log-uniform) instead of beat views.
 
 Batches hold P tune families with two versions each. Every version is seen through a random view of its
@@ -20,22 +21,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.cover_data import CoverItem, cover_corpus
-from encoders.cover_eval import calibrate_threshold, precision_threshold, retrieval_metrics
-from encoders.cover_model import (
+from encoders.features import FRAME_RATE
+from encoders.training.loop import run_steps
+from encoders.training.versions_data import CoverItem, cover_corpus
+from encoders.training.versions_eval import calibrate_threshold, precision_threshold, retrieval_metrics
+from encoders.versions.chroma import FIXED_HOP_S, beat_steps, fixed_steps, scaled_beats
+from encoders.versions.embedding import (
     DEFAULT_WEIGHTS,
-    FIXED_HOP_S,
     INPUTS,
     CoverNet,
-    beat_steps,
     combine,
     embed_steps,
-    fixed_steps,
     input_views,
+    pad_steps,
     save_models,
-    scaled_beats,
 )
-from encoders.features import FRAME_RATE
 
 VIEW_P = (0.4, 0.4, 0.1, 0.1)  # score beats, tracked beats, score x 3/2, score x 2/3 (at full curriculum)
 CURRICULUM = (0.3, 0.7)  # score beats only before 30 % of the steps, then more tracked beats until 70 %
@@ -109,11 +109,7 @@ def _batch(views: list[list[np.ndarray]], groups: list[list[int]], rng: np.rando
             start = int(rng.integers(0, len(s) - length + 1))
             seqs.append(s[start:start + length])
             labels.append(g)
-    length = max(len(s) for s in seqs)
-    x = np.zeros((len(seqs), length, 12), np.float32)
-    m = np.zeros((len(seqs), length), np.float32)
-    for j, s in enumerate(seqs):
-        x[j, :len(s)], m[j, :len(s)] = s, 1.0
+    x, m = pad_steps(seqs)
     return torch.from_numpy(x), torch.from_numpy(m), torch.tensor(labels)
 
 
@@ -132,20 +128,28 @@ def train_cover_model(items: list[CoverItem], *, net: str = "beat", seed: int = 
     model = CoverNet()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    started, running = time.perf_counter(), 0.0
-    model.train()
-    for step in range(1, steps + 1):
-        view_p = view_probabilities(step / steps) if net == "beat" else None
+    started = time.perf_counter()
+
+    def batch_loss(step: int) -> torch.Tensor:
+        view_p = view_probabilities((step + 1) / steps) if net == "beat" else None
         x, m, labels = _batch(views, groups, rng, families, CROP[net], view_p)
-        loss = semihard_triplet_loss(model(x, m), labels, margin)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
-        if step % 100 == 0 or step == steps:
-            log(f"  {net} step {step}/{steps} loss {running:.4f} ({time.perf_counter() - started:.0f} s)")
+        return semihard_triplet_loss(model(x, m), labels, margin)
+
+    def report(done: int, losses: list[float]) -> None:
+        if done % 100 == 0 or done == steps:
+            log(f"  {net} step {done}/{steps} loss {_smoothed(losses):.4f} ({time.perf_counter() - started:.0f} s)")
+
+    model.train()
+    run_steps(opt, sched, steps, batch_loss, report)
     return model.eval()
+
+
+def _smoothed(losses: list[float]) -> float:
+    """Exponential moving average (weight 0.02) of the losses so far, from the first: the logged loss."""
+    running = losses[0]
+    for loss in losses[1:]:
+        running = 0.98 * running + 0.02 * loss
+    return running
 
 
 def train_and_save(out: str | Path = DEFAULT_WEIGHTS, *, seed: int = 0, steps: int = 3000,

@@ -2,6 +2,10 @@
 
 McFee & Ellis, "Analyzing song structure with spectral clustering", ISMIR 2014; follows librosa's
 gallery example "Laplacian segmentation" using librosa / scipy / scikit-learn building blocks.
+
+``laplacian_segments`` segments frame features (the CQT baseline); ``segments_from_beat_features`` runs the
+same method on features already on the beat grid (``grid.beat_bounds``), which is how
+``encoders.structure.learned`` segments with the learned per-beat embeddings.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import scipy.ndimage
 import scipy.sparse.csgraph
 from sklearn.cluster import KMeans
 
-__all__ = ["Segment", "beat_sync", "laplacian_segments"]
+from encoders.structure.grid import beat_bounds
 
-_FALLBACK_HOP_S = 0.5  # window length used when no usable beat grid is given
-_MIN_BEATS_GRID = 4  # fewer beats than this -> fixed windows
+__all__ = ["Segment", "beat_sync", "finite_features", "laplacian_segments", "segments_from_beat_features"]
+
 _MIN_BEATS = 8  # fewer beat-synchronous frames than this -> single segment
 _MAX_BEATS = 2048  # longer inputs are coarsened to bound the O(n^2) memory / O(n^3) time of the graph steps
 _REC_WIDTH = 3  # recurrence_matrix width (suppress links to the +-width-1 neighbouring beats)
@@ -45,8 +49,8 @@ def beat_sync(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Aggregate frame features (n_frames, d) between beats (median, librosa.util.sync).
 
-    Returns (beat_features (n_beats, d), beat_start_times (n_beats,)). With beat_times None or fewer than
-    4 beats, falls back to fixed ~0.5 s windows. frame_times must be increasing.
+    Returns (beat_features (n_beats, d), beat_start_times (n_beats,)) on ``grid.beat_bounds``'s intervals:
+    with beat_times None or fewer than 4 beats, fixed ~0.5 s windows. frame_times must be increasing.
     """
     feats = np.asarray(features, dtype=np.float64)
     times = np.asarray(frame_times, dtype=np.float64).ravel()
@@ -55,12 +59,7 @@ def beat_sync(
     n = feats.shape[0]
     if n == 0:
         return np.empty((0, feats.shape[1])), np.empty(0)
-    beats = None if beat_times is None else np.asarray(beat_times, dtype=np.float64).ravel()
-    if beats is not None:
-        beats = beats[np.isfinite(beats)]
-    if beats is None or beats.size < _MIN_BEATS_GRID:
-        beats = np.arange(times[0], times[-1], _FALLBACK_HOP_S)
-    bounds = librosa.util.fix_frames(np.searchsorted(times, np.sort(beats)), x_min=0, x_max=n, pad=True)
+    bounds = beat_bounds(n, times, beat_times)
     synced = librosa.util.sync(feats.T, bounds, aggregate=np.median, pad=True)
     return synced.T, times[bounds[:-1]]
 
@@ -82,30 +81,67 @@ def laplacian_segments(
     Segments shorter than min_segment_s are merged into a neighbour. Too short or degenerate (constant)
     input gives [Segment(0, duration_s, "A")]. Raises ValueError if duration_s is not positive.
     """
-    duration = float(duration_s)
-    if not np.isfinite(duration) or duration <= 0:
-        raise ValueError(f"duration_s must be positive and finite, got {duration_s}")
+    duration = _checked_duration(duration_s)
+    beat_feats, beat_starts = beat_sync(finite_features(features), frame_times, beat_times)
+    return segments_from_beat_features(beat_feats, beat_starts, duration, n_sections=n_sections,
+                                       max_sections=max_sections, min_segment_s=min_segment_s)
+
+
+def segments_from_beat_features(rec_feats: np.ndarray, beat_starts: np.ndarray, duration_s: float,
+                                path_feats: np.ndarray | None = None, fuse_feats: np.ndarray | None = None, *,
+                                n_sections: int | None = None, max_sections: int = 8,
+                                min_segment_s: float = 2.0) -> list[Segment]:
+    """Laplacian segmentation from beat-synchronous features (rows aligned with beat_starts, seconds).
+
+    The recurrence graph is built on rec_feats, or is the geometric mean of the recurrence graphs of
+    rec_feats and fuse_feats when fuse_feats is given; the path graph is built on path_feats (default
+    rec_feats). With only rec_feats this is ``laplacian_segments`` after its beat_sync step. Segments cover
+    [0, duration_s] exactly; too short or constant input gives [Segment(0, duration_s, "A")].
+    """
+    duration = _checked_duration(duration_s)
     single = [Segment(0.0, duration, "A")]
-    beat_feats, beat_starts = beat_sync(_finite(features), frame_times, beat_times)
+    beat_starts = np.asarray(beat_starts, dtype=np.float64)
     keep = beat_starts < duration
-    beat_feats, beat_starts = beat_feats[keep], beat_starts[keep]
-    n = beat_feats.shape[0]
+    feats = [np.asarray(f, dtype=np.float64)[keep] if f is not None else None
+             for f in (rec_feats, path_feats, fuse_feats)]
+    beat_starts = beat_starts[keep]
+    n = beat_starts.shape[0]
     if n < _MIN_BEATS or (n_sections if n_sections is not None else max_sections) < 2:
         return single
     if n > _MAX_BEATS:
         idx = np.arange(0, n, -(-n // _MAX_BEATS))
-        beat_feats = librosa.util.sync(beat_feats.T, idx, aggregate=np.median).T
+        feats = [_coarsen(f, idx) if f is not None else None for f in feats]
         beat_starts = beat_starts[idx]
-    spread = np.ptp(beat_feats, axis=0).max()
-    if spread <= 1e-6 * (1.0 + np.abs(beat_feats).max()):
+    rec_x, path_x, fuse_x = feats
+    path_x = rec_x if path_x is None else path_x
+    if _constant(rec_x) or _constant(path_x) or (fuse_x is not None and _constant(fuse_x)):
         return single
-    labels = _cluster_beats(beat_feats, n_sections, max_sections)
+    rec = recurrence_graph(rec_x)
+    if fuse_x is not None:
+        rec = np.sqrt(rec * recurrence_graph(fuse_x))
+    labels = laplacian_labels(rec, path_graph(path_x), n_sections, max_sections)
     if labels is None:
         return single
     return _to_segments(labels, beat_starts, duration, min_segment_s)
 
 
-def _finite(features: np.ndarray) -> np.ndarray:
+def _checked_duration(duration_s: float) -> float:
+    duration = float(duration_s)
+    if not np.isfinite(duration) or duration <= 0:
+        raise ValueError(f"duration_s must be positive and finite, got {duration_s}")
+    return duration
+
+
+def _coarsen(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Median of the rows between consecutive indices ``idx`` (long tracks: one row per k beats)."""
+    return librosa.util.sync(x.T, idx, aggregate=np.median).T
+
+
+def _constant(x: np.ndarray) -> bool:
+    return bool(np.ptp(x, axis=0).max() <= 1e-6 * (1.0 + np.abs(x).max()))
+
+
+def finite_features(features: np.ndarray) -> np.ndarray:
     """Replace non-finite entries (e.g. log(0) = -inf) by the smallest finite value (0 if none)."""
     feats = np.asarray(features, dtype=np.float64)
     ok = np.isfinite(feats)
@@ -153,11 +189,6 @@ def laplacian_labels(rec_f: np.ndarray, rec_path: np.ndarray, n_sections: int | 
     norm = np.cumsum(evecs**2, axis=1) ** 0.5
     emb = evecs[:, :k] / np.maximum(norm[:, k - 1 : k], _EPS)
     return KMeans(n_clusters=k, n_init=10, random_state=_RANDOM_STATE).fit_predict(emb)
-
-
-def _cluster_beats(x: np.ndarray, n_sections: int | None, max_sections: int) -> np.ndarray | None:
-    """Per-beat section-type ids from the Laplacian decomposition; None if the graph is degenerate."""
-    return laplacian_labels(recurrence_graph(x), path_graph(x), n_sections, max_sections)
 
 
 def _choose_k(evals: np.ndarray, max_k: int) -> int:

@@ -1,6 +1,6 @@
-"""Key-invariant version embeddings for cover detection.
+"""The non-learned baseline of the version embedding, for evaluations (the pipeline uses ``embedding``).
 
-Baseline: the 2D Fourier transform magnitude (2D-FTM) of beat-synchronous chroma patches, after
+The 2D Fourier transform magnitude (2D-FTM) of beat-synchronous chroma patches, after
 Bertin-Mahieux & Ellis (ISMIR 2012). The magnitude of the 2D DFT is invariant to circular shifts along
 the chroma axis (transposition) and to time shifts within a patch; the median over patches summarises the
 whole track.
@@ -8,24 +8,12 @@ whole track.
 
 from __future__ import annotations
 
-import librosa
 import numpy as np
+
+from encoders.versions.chroma import beat_chroma
 
 PATCH_BEATS = 75
 CHROMA_POWER = 1.96  # Bertin-Mahieux & Ellis' contrast exponent
-FALLBACK_BEAT_S = 0.5
-
-
-def beat_chroma(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None) -> np.ndarray:
-    """Median-aggregate (n_frames, 12) chroma between beats (or 0.5 s windows without beats)."""
-    n = len(chroma)
-    if beat_times is None or len(beat_times) < 4:
-        step = max(1, int(round(FALLBACK_BEAT_S * frame_rate)))
-        boundaries = np.arange(0, n, step)
-    else:
-        boundaries = np.unique(np.clip(np.round(np.asarray(beat_times) * frame_rate).astype(int), 0, n - 1))
-    synced = librosa.util.sync(chroma.T, boundaries, aggregate=np.median, pad=True)
-    return synced.T
 
 
 def ftm2d_embedding(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None = None,
