@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 
+from encoders.soundfonts import MIDI_SIDE_SOUNDFONT, available_soundfonts
 from encoders.training.corpus import AUDIO_FORMATS, DEMO_COLLECTIONS, debian_midi_files, usable_pieces, write_audio
 from encoders.training.corrupt import corrupted_rendering, crop_midi
-from encoders.soundfonts import MIDI_SIDE_SOUNDFONT, available_soundfonts
 
 LONG_CORPUS_VERSION = 1
 
