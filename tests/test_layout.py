@@ -55,7 +55,8 @@ def test_analysing_tracks_loads_no_training_code_nor_its_dependencies():
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert all(n >= 1 for n in result["segments"]) and all(n >= 30 for n in result["codes"]), result
     loaded = result["modules"]
-    assert {"encoders.analyze", "encoders.codes.learned", "pipelines.stages", "pipelines.cli"} <= set(loaded)
+    assert {"encoders.analyze", "encoders.codes.learned", "pipelines.analyse", "pipelines.match", "pipelines.versions",
+            "pipelines.cli"} <= set(loaded)
     assert not [m for m in loaded if _is_training(m)]
     assert not [m for m in loaded if _is_training_only_dependency(m)]
 
