@@ -1,4 +1,5 @@
-"""The same inputs give the same tables whatever the runner: in-process, 2 and 4 worker processes, portable.
+"""The same inputs give the same tables whatever the runner: in-process, 2 and 4 worker processes,
+multi-threaded, portable.
 
 The corpus has long pieces (looped Debian MIDI files of 10 minutes, long corrupted renderings), so elements
 are large and bundles many: what made Beam's multi-process DirectRunner silently lose candidates when they
@@ -61,8 +62,15 @@ def test_reference_run_finds_every_long_pair(in_process, long_corpus):
     assert per_midi == {uri: 5 for uri in long_corpus["midi"]}  # --top-k 5 of 10 stage-2 survivors each
 
 
-@pytest.mark.parametrize("runner", ["multi_processing-2", "multi_processing-4", "portable"])
-def test_tables_do_not_depend_on_the_runner(runner, in_process, long_corpus, tmp_path, request):
+#: Before the fix about one multi-process run in seven lost rows on this corpus (2 of 15 runs of the commit
+#: before it), so each multi-process mode runs several times (each run reuses the analyses: 12-21 s).
+RUNS = [f"multi_processing-2/{i}" for i in (1, 2, 3)] + [f"multi_processing-4/{i}" for i in (1, 2, 3, 4, 5)] + [
+    "multi_threading-2/1", "portable/1"]
+
+
+@pytest.mark.parametrize("run", RUNS)
+def test_tables_do_not_depend_on_the_runner(run, in_process, long_corpus, tmp_path, request):
+    runner = run.split("/")[0]
     reference_out, reference_state = in_process
     state = tmp_path / "state"
     shutil.copytree(reference_state, state)

@@ -52,9 +52,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--runners", default="multi_processing-2,multi_processing-4,portable")
     parser.add_argument("--corpus", default=str(REPO / ".cache" / "long-corpus"))
+    parser.add_argument("--n-midi", type=int, default=12)
+    parser.add_argument("--n-matched", type=int, default=6)
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of each looped MIDI file")
     args = parser.parse_args()
     root = Path(args.corpus).resolve()
-    build_long_corpus(root)
+    build_long_corpus(root, n_midi=args.n_midi, n_matched=args.n_matched, midi_minutes=args.minutes)
     work = Path(tempfile.mkdtemp(prefix="runner-equality-"))
     state = work / "state"
     if run_into(work / "in_process", root, state, []) != 0:
