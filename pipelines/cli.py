@@ -40,19 +40,68 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
 
+def mirmatch_version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mirmatch")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown (not installed)"
+
+
+def unknown_options(beam_args: list[str]) -> list[str]:
+    """The flags among ``beam_args`` that no Beam pipeline option defines (their values left out)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(beam_args)
+    return [arg for arg in unknown if arg.startswith("-")]
+
+
+def reject_unknown_options(parser: argparse.ArgumentParser, beam_args: list[str]) -> None:
+    """Exit 2 (argparse's usage error) naming each option neither mirmatch nor Beam knows, with the closest
+    known option as a suggestion: a mistyped option must not be ignored while the run goes on."""
+    import difflib
+
+    unknown = unknown_options(beam_args)
+    if not unknown:
+        return
+    known = [o for action in _all_actions(parser) for o in action.option_strings if o.startswith("--")]
+    hints = []
+    for flag in unknown:
+        close = difflib.get_close_matches(flag.split("=", 1)[0], known, n=1, cutoff=0.6)
+        hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+    parser.error(f"unrecognized arguments: {', '.join(hints)}; options that are not mirmatch's must be Beam "
+                 "pipeline options (--runner, --direct_num_workers, --project, ...)")
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The actions of ``parser`` and of its sub-commands' parsers."""
+    actions = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                actions += sub._actions
+    return actions
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mirmatch", description="Match MIDI files to audio recordings, cluster versions, segment tracks.",
         epilog="Options not listed here (--runner, --direct_num_workers, --project, ...) go to Beam.")
+    parser.add_argument("--version", action="version", version=f"mirmatch {mirmatch_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the whole pipeline and write the Parquet tables",
                          description="Run every stage on the inputs and write the tables under --out. "
                                      "Unknown options are passed to Beam (e.g. --runner DataflowRunner).")
-    run.add_argument("--audio", action="append", required=True, metavar="PATTERN",
+    run.add_argument("--audio", action="append", default=[], metavar="PATTERN",
                      help="audio files: a glob (local or gs://) or @manifest.txt; repeatable")
-    run.add_argument("--midi", action="append", required=True, metavar="PATTERN",
-                     help="MIDI files: a glob or @manifest.txt; repeatable")
+    run.add_argument("--midi", action="append", default=[], metavar="PATTERN",
+                     help="MIDI files: a glob or @manifest.txt; repeatable (at least one --audio or --midi)")
     run.add_argument("--out", required=True, help="output folder (local or gs://)")
     _run_args(run)
 
@@ -112,6 +161,26 @@ def run_config(args: argparse.Namespace, beam_args: list[str]):
                      state=None if args.no_state else args.state, run_id=args.run_id,
                      history=not args.no_history, cluster_similarity=args.cluster_similarity,
                      version_candidates=args.version_candidates)
+
+
+#: Exit code of a run that completed but could analyse none of its inputs (../shared/CONTRACT.md).
+NOTHING_ANALYSED = 3
+
+
+def ok_tracks(out: str) -> int:
+    """Rows of the latest `tracks` table under ``out`` with status ok."""
+    import io
+
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    files = FileSystems.match([FileSystems.join(out, "tracks", "*.parquet")])[0].metadata_list
+    n = 0
+    for meta in files:
+        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            n += pq.read_table(io.BytesIO(f.read()), columns=["status"]).column("status").to_pylist().count("ok")
+    return n
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
@@ -185,10 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = parser.parse_known_args(argv)
     if args.command in ("query", "train") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    if args.command in ("run", "demo"):
+        reject_unknown_options(parser, beam_args)
+    if args.command == "run" and not (args.audio or args.midi):
+        parser.error("give at least one --audio or --midi pattern")
     _quiet_beam(getattr(args, "verbose", False))
     try:
         if args.command == "run":
             _run(args, beam_args)
+            if ok_tracks(args.out) == 0:
+                print(f"mirmatch: no input could be analysed; {args.out}/errors says why for each file",
+                      file=sys.stderr)
+                return NOTHING_ANALYSED
         elif args.command == "demo":
             _demo(args, beam_args)
         elif args.command == "query":

@@ -69,3 +69,54 @@ def test_version_options_reach_the_run_config(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--audio", "a", "--midi", "m", "--out", "o", "--version-candidates", "-1"])
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_version_flag():
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("mirmatch ") and proc.stdout.split()[1][0].isdigit()
+
+
+def test_a_mistyped_option_is_a_usage_error_with_a_suggestion(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--audio", "a/*", "--out", str(tmp_path / "out"), "--topk", "3"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --topk (did you mean --top-k?)" in err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
+def test_beam_options_still_reach_beam():
+    from pipelines.cli import unknown_options
+
+    beam_args = ["--runner=DataflowRunner", "--project", "p", "--region=r", "--temp_location=gs://t/tmp",
+                 "--direct_num_workers=2", "--direct_running_mode=multi_processing", "--job_endpoint=localhost:1",
+                 "--environment_type=LOOPBACK", "--experiments=x", "--save_main_session"]
+    assert unknown_options(beam_args) == []
+    assert unknown_options(beam_args + ["--bogus", "1"]) == ["--bogus"]
+
+
+def test_run_needs_audio_or_midi_but_not_both(tmp_path, tiny_corpus, capsys):
+    from tests.conftest import read_table
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--out", str(tmp_path / "none")])
+    assert exit_info.value.code == 2 and "at least one --audio or --midi" in capsys.readouterr().err
+    out = tmp_path / "audio-only"
+    assert main(["run", "--audio", f"{tiny_corpus['root']}/audio/*", "--out", str(out), "--no-state"]) == 0
+    tracks = read_table(out, "tracks")
+    assert {t["modality"] for t in tracks} == {"audio"} and all(t["status"] == "ok" for t in tracks)
+    assert read_table(out, "matches") == [] and len(read_table(out, "clusters")) == len(tracks)
+
+
+def test_a_run_where_no_input_could_be_analysed_exits_3(tmp_path, bad_inputs, capsys):
+    from tests.conftest import read_table
+
+    out = tmp_path / "out"
+    argv = ["run", "--out", str(out), "--no-state"]
+    for path in bad_inputs["audio"]:
+        argv += ["--audio", path]
+    for path in bad_inputs["midi"]:
+        argv += ["--midi", path]
+    assert main(argv) == 3
+    assert "no input could be analysed" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert {t["status"] for t in read_table(out, "tracks")} == {"error"}  # the tables are written all the same
