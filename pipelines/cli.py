@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "is a view by name.")
     query.add_argument("dir", help="output folder of a run")
     query.add_argument("sql", help='e.g. "SELECT * FROM matches WHERE is_match"')
-    query.add_argument("--max-rows", type=int, default=100, help="rows to print (0 = all)")
+    query.add_argument("--limit", "--max-rows", dest="limit", type=_non_negative_int, default=100,
+                       help="rows to return (default 100; 0 = all)")
+    query.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table",
+                       help="table (aligned text, every row shown), csv, json (JSON Lines) or parquet")
+    query.add_argument("--output", "-o", default=None, metavar="FILE",
+                       help="write the result to FILE instead of standard output (needed for parquet)")
 
     demo = sub.add_parser("demo", help="build the demo corpus if needed and run the pipeline on it",
                           description="Builds a corpus of MIDI files from Debian packages and corrupted "
@@ -202,6 +207,22 @@ def summary_line(counters: dict) -> str:
             f"matches; {c.get('seconds', 0)} s")
 
 
+def _query(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from pipelines.query import query_arrow, write_result
+
+    if args.format == "parquet" and not args.output:
+        parser.error("--format parquet needs --output FILE")
+    result = query_arrow(args.dir, args.sql, args.limit)
+    if result is None:
+        return
+    if args.output:
+        with open(args.output, "wb") as f:
+            write_result(result, args.format, f)
+    else:
+        write_result(result, args.format, sys.stdout.buffer)
+        sys.stdout.flush()
+
+
 def _demo(args: argparse.Namespace, beam_args: list[str]) -> None:
     from encoders.training.corpus import build_demo_corpus
     from pipelines.demo import summarise
@@ -269,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             _demo(args, beam_args)
         elif args.command == "query":
-            from pipelines.query import query
-
-            print(query(args.dir, args.sql, args.max_rows))
+            _query(args, parser)
         elif args.command == "train":
             _train(args)
     except KeyboardInterrupt:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import BinaryIO
+
 import duckdb
 
 from pipelines.runs import HISTORY, RUNS
@@ -39,9 +42,57 @@ def _view(con: duckdb.DuckDBPyConnection, name: str, pattern: str, where: str | 
         return False
 
 
+FORMATS = ("table", "csv", "json", "parquet")
+
+
 def query(out: str, sql: str, max_rows: int = 100) -> str:
-    """Run ``sql`` over the tables of ``out`` and return the result as a printable table."""
+    """Run ``sql`` over the tables of ``out`` and return the result as a printable table of at most ``max_rows``
+    rows (0 = all), every one of them shown."""
+    result = query_arrow(out, sql, max_rows)
+    return "" if result is None else text_table(result)
+
+
+def query_arrow(out: str, sql: str, limit: int = 0):
+    """The result of ``sql`` over the tables of ``out`` as a pyarrow Table (at most ``limit`` rows, 0 = all);
+    None for a statement that returns no rows."""
     relation = connect(out).sql(sql)
     if relation is None:
-        return ""
-    return relation.limit(max_rows).__str__() if max_rows else str(relation)
+        return None
+    return (relation.limit(limit) if limit else relation).fetch_arrow_table()
+
+
+def write_result(table, fmt: str, stream: BinaryIO) -> None:
+    """Write a query result to a binary stream as ``fmt``: an aligned text table, CSV with a header, JSON Lines,
+    or Parquet."""
+    import pyarrow.csv
+    import pyarrow.parquet as pq
+
+    if fmt == "table":
+        stream.write((text_table(table) + "\n").encode())
+    elif fmt == "csv":
+        pyarrow.csv.write_csv(table, stream)
+    elif fmt == "json":
+        for row in table.to_pylist():
+            stream.write((json.dumps(row, default=str) + "\n").encode())
+    elif fmt == "parquet":
+        pq.write_table(table, stream, compression="zstd")
+    else:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def text_table(table, max_width: int = 60) -> str:
+    """Every row of ``table`` as aligned text columns (long values cut to ``max_width`` characters), then a
+    line with the row count."""
+    names = table.column_names
+    rows = [[_cell(v, max_width) for v in row.values()] for row in table.to_pylist()]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines)
+
+
+def _cell(value, max_width: int) -> str:
+    text = "NULL" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= max_width else text[: max_width - 3] + "..."

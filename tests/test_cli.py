@@ -120,3 +120,45 @@ def test_a_run_where_no_input_could_be_analysed_exits_3(tmp_path, bad_inputs, ca
     assert main(argv) == 3
     assert "no input could be analysed" in capsys.readouterr().err.strip().splitlines()[-1]
     assert {t["status"] for t in read_table(out, "tracks")} == {"error"}  # the tables are written all the same
+
+
+def test_query_shows_every_row_up_to_the_limit(pipeline_out, capsys):
+    """The text table is never cut in the middle: every row up to --limit is printed, then the count."""
+    from tests.conftest import read_table
+
+    n_segments = len(read_table(pipeline_out, "segments"))
+    assert n_segments > 25
+    assert main(["query", str(pipeline_out), "SELECT * FROM segments ORDER BY uri, segment_index", "--limit", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"({n_segments} rows)" and len(lines) == n_segments + 3  # header, rule, rows, count
+    assert main(["query", str(pipeline_out), "SELECT * FROM segments", "--limit", "25"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "(25 rows)"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_query_formats_round_trip(fmt, pipeline_out, tmp_path):
+    import csv
+    import json
+
+    import pyarrow.parquet as pq
+
+    from tests.conftest import read_table
+
+    sql = "SELECT track_id, uri, duration_s, status FROM tracks ORDER BY uri"
+    path = tmp_path / f"result.{fmt}"
+    assert main(["query", str(pipeline_out), sql, "--format", fmt, "--output", str(path), "--limit", "0"]) == 0
+    if fmt == "csv":
+        rows = list(csv.DictReader(path.open()))
+    elif fmt == "json":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+    else:
+        rows = pq.read_table(path).to_pylist()
+    expected = sorted(read_table(pipeline_out, "tracks"), key=lambda t: t["uri"])
+    assert [r["uri"] for r in rows] == [t["uri"] for t in expected]
+    assert [r["status"] for r in rows] == [t["status"] for t in expected]
+
+
+def test_query_parquet_needs_an_output_file(pipeline_out, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["query", str(pipeline_out), "SELECT 1 AS x", "--format", "parquet"])
+    assert exit_info.value.code == 2 and "--format parquet needs --output" in capsys.readouterr().err
