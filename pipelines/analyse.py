@@ -36,14 +36,13 @@ class TrackFailure:
 class AnalyzeTrack(beam.DoFn):
     """(uri, modality) -> a `tracks` row, plus segments and features, or an `errors` row.
 
-    Each result is kept in the store at ``state_root`` (``pipelines.state``): later stages load features from
-    it by track id, and with a state folder a file whose content (and the analysis version) was seen before
-    is not analysed again.
+    Each result is kept in the store at ``store_root`` (``pipelines.state``): later stages load features from
+    it by track id, and a file whose content (and the analysis version) was seen before is not analysed
+    again.
     """
 
-    def __init__(self, model: str | None, state_root: str | None = None, analysis_key: str | None = None,
-                 total: int | None = None):
-        self.model, self.state_root, self.analysis_key, self.total = model, state_root, analysis_key, total
+    def __init__(self, model: str | None, store_root: str, analysis_key: str, total: int | None = None):
+        self.model, self.store_root, self.analysis_key, self.total = model, store_root, analysis_key, total
         self.ok = Metrics.counter("mirmatch", "tracks_ok")
         self.failed = Metrics.counter("mirmatch", "tracks_error")
         self.analyzed = Metrics.counter("mirmatch", "tracks_analyzed")
@@ -57,7 +56,7 @@ class AnalyzeTrack(beam.DoFn):
         from pipelines.state import StateStore
 
         self.hasher = load_hasher(self.model)
-        self.store = StateStore(self.state_root, self.analysis_key) if self.state_root else None
+        self.store = StateStore(self.store_root, self.analysis_key)
         self.progress = Progress("analyse", self.total)
 
     def process(self, element: tuple[str, str]) -> Iterator:
@@ -103,14 +102,14 @@ class AnalyzeTrack(beam.DoFn):
         f.seek(0)
         source = f.read() if size <= IN_MEMORY_BYTES else f
         track_id = content_id(source) if isinstance(source, bytes) else content_id_of_file(f)
-        outcome = self.store.load_track(track_id, modality) if self.store else None
+        outcome = self.store.load_track(track_id, modality)
         if outcome is not None:
             self.reused.inc()
             return outcome, track_id
         outcome = self._analyze(source, uri, modality, track_id)
         self.analyzed.inc()
         unexpected = isinstance(outcome, TrackFailure) and outcome.stage == "analyze"
-        if self.store and not unexpected:  # a bug or a passing fault is retried by the next run
+        if not unexpected:  # a bug or a passing fault is retried by the next run
             self.store.save_track(track_id, modality, outcome)
         return outcome, track_id
 

@@ -174,18 +174,12 @@ NOTHING_ANALYSED = 3
 
 def ok_tracks(out: str) -> int:
     """Rows of the latest `tracks` table under ``out`` with status ok."""
-    import io
-
-    import pyarrow.parquet as pq
-    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
+    from pipelines.invariants import read_rows
+
     files = FileSystems.match([FileSystems.join(out, "tracks", "*.parquet")])[0].metadata_list
-    n = 0
-    for meta in files:
-        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            n += pq.read_table(io.BytesIO(f.read()), columns=["status"]).column("status").to_pylist().count("ok")
-    return n
+    return sum(row["status"] == "ok" for row in read_rows([m.path for m in files], ["status"]))
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:

@@ -90,6 +90,10 @@ class PairResult:
     refined: tuple[np.ndarray, np.ndarray] | None = None
 
 
+class MissingAnalysis(LookupError):
+    """A pair's analysis is not in the store (it is written there before any candidate can name it)."""
+
+
 class LoadedTracks:
     """The analyses of the last few tracks loaded from the store, by (track id, modality)."""
 
@@ -121,7 +125,8 @@ class RefineCandidates(beam.DoFn):
     All MIDI candidates of one audio track meet here, so their scores are normalised against each other
     (``hashing.align.cohort_normalise``) before they become confidences. The DTW of a pair aligned in an
     earlier run is reused from the store; only the cheap normalisation is redone, so the result is the same
-    as a full rebuild even when new candidates join the cohort.
+    as a full rebuild even when new candidates join the cohort; the tracks' analyses are loaded from the
+    store only for the pairs that still need aligning.
     """
 
     def __init__(self, store_root: str, analysis_key: str):
@@ -141,29 +146,24 @@ class RefineCandidates(beam.DoFn):
     def process(self, element: tuple[str, Iterable[CandidateRef]]) -> Iterator:
         from hashing.align import REFINE_MIN_CONFIDENCE, cohort_normalise, confidence_from_score
 
-        audio_uri, refs = element
-        refs = sorted(refs)
-        audio = self.tracks.get(refs[0].audio_id, "audio")
+        _, refs = element
         aligned = []
-        for ref in refs:
-            midi = self.tracks.get(ref.midi_id, "midi")
-            if audio is None or midi is None:
-                missing = f"audio {audio_uri}" if audio is None else f"MIDI {ref.midi_uri}"
-                yield self._failure(ref, "MissingAnalysis", f"the analysis of {missing} is not in the store "
-                                    f"{self.store.base}; was it deleted during the run? Run again")
-                continue
+        for ref in sorted(refs):
             try:
-                aligned.append((ref, midi, self._pair(midi, audio)))
-            except Exception as exc:  # a bug or an input no check anticipated: account for it, go on
-                log.exception("aligning %s with %s failed", ref.midi_uri, audio_uri)
-                yield self._failure(ref, type(exc).__name__, f"{exc} (please report this as a bug)")
+                aligned.append((ref, self._pair(ref)))
+            except Exception as exc:
+                yield self._failure(ref, exc)
         if not aligned:
             return
-        normalised = cohort_normalise(np.array([pair.alignment.score for _, _, pair in aligned]))
-        for (ref, midi, pair), conf in zip(aligned, confidence_from_score(normalised), strict=True):
+        normalised = cohort_normalise(np.array([pair.alignment.score for _, pair in aligned]))
+        for (ref, pair), conf in zip(aligned, confidence_from_score(normalised), strict=True):
             midi_times, audio_times = pair.alignment.midi_times_s, pair.alignment.audio_times_s
             if conf >= REFINE_MIN_CONFIDENCE:
-                midi_times, audio_times = self._refined(pair, midi, audio)
+                try:
+                    midi_times, audio_times = self._refined(ref, pair)
+                except Exception as exc:
+                    yield self._failure(ref, exc)
+                    continue
             yield ref.midi_uri, {
                 "midi_id": ref.midi_id, "midi_uri": ref.midi_uri, "audio_id": ref.audio_id,
                 "audio_uri": ref.audio_uri, "confidence": float(conf), "dtw_score": pair.alignment.score,
@@ -172,31 +172,49 @@ class RefineCandidates(beam.DoFn):
             }
         self.progress.step()
 
-    def _failure(self, ref: CandidateRef, error_type: str, message: str) -> TaggedOutput:
+    def _failure(self, ref: CandidateRef, exc: Exception) -> TaggedOutput:
+        """The `errors` row of a pair that could not be aligned: an analysis missing from the store, or an
+        unexpected error (a bug or an input no check anticipated: logged, accounted for, the run goes on)."""
         self.failed.inc()
+        if isinstance(exc, MissingAnalysis):
+            error_type, message = "MissingAnalysis", str(exc)
+        else:
+            log.exception("aligning %s with %s failed", ref.midi_uri, ref.audio_uri)
+            error_type, message = type(exc).__name__, f"{exc} (please report this as a bug)"
         return TaggedOutput(ERRORS, error_row(ref.midi_uri, ALIGN_STAGE, error_type,
                                               f"not aligned with {ref.audio_uri}: {message}"))
 
-    def _pair(self, midi, audio) -> PairResult:
+    def _analyses(self, ref: CandidateRef) -> tuple[object, object]:
+        """The (MIDI, audio) TrackAnalysis of a pair, loaded from the store only when its CQTs are needed."""
+        midi, audio = self.tracks.get(ref.midi_id, "midi"), self.tracks.get(ref.audio_id, "audio")
+        if midi is None or audio is None:
+            missing = f"audio {ref.audio_uri}" if audio is None else f"MIDI {ref.midi_uri}"
+            raise MissingAnalysis(f"the analysis of {missing} is not in the store {self.store.base}; was it "
+                                  "deleted during the run? Run again")
+        return midi, audio
+
+    def _pair(self, ref: CandidateRef) -> PairResult:
         from encoders.features import FRAME_RATE
         from hashing.align import align_pair
 
-        cached = self.store.load_pair(midi.track_id, audio.track_id)
+        cached = self.store.load_pair(ref.midi_id, ref.audio_id)
         if cached is not None:
             self.reused.inc()
             return cached
+        midi, audio = self._analyses(ref)
         self.aligned.inc()
         pair = PairResult(align_pair(midi.cqt, audio.cqt, FRAME_RATE))
-        self.store.save_pair(midi.track_id, audio.track_id, pair)
+        self.store.save_pair(ref.midi_id, ref.audio_id, pair)
         return pair
 
-    def _refined(self, pair: PairResult, midi, audio) -> tuple[np.ndarray, np.ndarray]:
+    def _refined(self, ref: CandidateRef, pair: PairResult) -> tuple[np.ndarray, np.ndarray]:
         from encoders.features import FRAME_RATE
         from hashing.align import refine_time_map
 
         if pair.refined is None:
+            midi, audio = self._analyses(ref)
             pair.refined = refine_time_map(midi.cqt, audio.cqt, FRAME_RATE)
-            self.store.save_pair(midi.track_id, audio.track_id, pair)
+            self.store.save_pair(ref.midi_id, ref.audio_id, pair)
         return pair.refined
 
 

@@ -39,15 +39,20 @@ def attach_sequence(element: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
     """Join step of version verification: (id, {'pairs': [(other, ...)], 'seq': [sequence]}) -> for each pair,
     (other, (id, ..., sequence)); the sequence travels to the other end of each pair."""
     track_id, grouped = element
-    sequences = list(grouped["seq"])
-    pairs = list(grouped["pairs"])
-    if pairs and not sequences:  # cannot happen for ids of the same analysis: account for it all the same
-        Metrics.counter("mirmatch", "version_pairs_dropped").inc(len(pairs))
-        yield TaggedOutput(ERRORS, error_row(f"track:{track_id}", VERIFY_STAGE, "MissingSequence",
-                                             f"{len(pairs)} version candidate pairs dropped: no version sequence"))
+    sequences, pairs = list(grouped["seq"]), list(grouped["pairs"])
+    if pairs and not sequences:
+        yield _dropped(track_id, len(pairs))
         return
     for other, *rest in pairs:
         yield other, (track_id, *rest, sequences[0])
+
+
+def _dropped(track_id: str, n_pairs: int) -> TaggedOutput:
+    """The `errors` row (and count) of pairs that met a track id with no version sequence: this cannot happen
+    for ids of the same analysis, and is accounted for all the same, never silent."""
+    Metrics.counter("mirmatch", "version_pairs_dropped").inc(n_pairs)
+    return TaggedOutput(ERRORS, error_row(f"track:{track_id}", VERIFY_STAGE, "MissingSequence",
+                                          f"{n_pairs} version candidate pairs dropped: no version sequence"))
 
 
 class VerifyVersions(beam.DoFn):
@@ -60,12 +65,9 @@ class VerifyVersions(beam.DoFn):
         from hashing.version_align import verified_similarity
 
         b, grouped = element
-        sequences = list(grouped["seq"])
-        pairs = list(grouped["pairs"])
-        if pairs and not sequences:  # as in attach_sequence: accounted for, never silent
-            Metrics.counter("mirmatch", "version_pairs_dropped").inc(len(pairs))
-            yield TaggedOutput(ERRORS, error_row(f"track:{b}", VERIFY_STAGE, "MissingSequence",
-                                                 f"{len(pairs)} version candidate pairs dropped: no version sequence"))
+        sequences, pairs = list(grouped["seq"]), list(grouped["pairs"])
+        if pairs and not sequences:
+            yield _dropped(b, len(pairs))
             return
         for a, cosine, seq_a in pairs:
             self.verified.inc()
