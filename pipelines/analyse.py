@@ -34,7 +34,8 @@ class TrackFailure:
 
 
 class AnalyzeTrack(beam.DoFn):
-    """(uri, modality) -> a `tracks` row, plus segments and features, or an `errors` row.
+    """(path, modality) -> a `tracks` row (uri ``pipelines.sources.table_uri(path)``), plus segments and
+    features, or an `errors` row.
 
     Each result is kept in the store at ``store_root`` (``pipelines.state``): later stages load features from
     it by track id, and a file whose content (and the analysis version) was seen before is not analysed
@@ -60,16 +61,19 @@ class AnalyzeTrack(beam.DoFn):
         self.progress = Progress("analyse", self.total)
 
     def process(self, element: tuple[str, str]) -> Iterator:
-        uri, modality = element
+        from pipelines.sources import table_uri
+
+        path, modality = element
+        uri = table_uri(path)  # what the tables name the file by: file:///abs/path, gs://...
         track = {"track_id": None, "uri": uri, "modality": modality, "duration_s": None, "status": "error"}
         try:
-            f = FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED)
+            f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
         except Exception as exc:
-            outcome = TrackFailure("read", "UnreadablePath", _read_error(uri, exc))
+            outcome = TrackFailure("read", "UnreadablePath", _read_error(path, exc))
         else:
             with f:
                 try:
-                    outcome, track["track_id"] = self._outcome(f, uri, modality)
+                    outcome, track["track_id"] = self._outcome(f, path, modality)
                 except OSError as exc:  # the file went away or broke while being read
                     outcome = TrackFailure("read", "ReadError", f"reading the file failed: {exc}; retry the run")
         self.progress.step()

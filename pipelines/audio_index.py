@@ -35,7 +35,7 @@ def write_audio_index(folder: str, audio_db: list[tuple[str, str, np.ndarray, np
         "frame_codes": pa.array([frames.astype("<u4").tobytes() for _, _, _, frames in ordered], pa.binary()),
     })
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, compression="zstd")
     for name, data in ((INDEX_FILE, index.to_bytes()), (DATABASE_FILE, sink.getvalue().to_pybytes())):
         path = FileSystems.join(folder, name)
         with FileSystems.create(path) as f:

@@ -17,6 +17,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="matches kept per MIDI file (default 5)")
     parser.add_argument("--candidates", type=int, default=100,
@@ -37,6 +44,9 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                         help="name of this run's history partition (default: its UTC start time)")
     parser.add_argument("--no-history", action="store_true",
                         help="keep only the latest tables, not OUT/history/<table>/run=<id>/")
+    parser.add_argument("--keep-runs", type=_positive_int, default=None, metavar="N",
+                        help="after publishing, delete the history of all but the newest N completed runs "
+                             "(default: keep every run)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
 
@@ -165,7 +175,7 @@ def run_config(args: argparse.Namespace, beam_args: list[str]):
                      n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args,
                      state=None if args.no_state else args.state, run_id=args.run_id,
                      history=not args.no_history, cluster_similarity=args.cluster_similarity,
-                     version_candidates=args.version_candidates)
+                     version_candidates=args.version_candidates, keep_runs=args.keep_runs)
 
 
 #: Exit code of a run that completed but could analyse none of its inputs (../shared/CONTRACT.md).

@@ -45,6 +45,7 @@ class RunConfig:
     state: str | None = ""  # results kept between runs; "" = OUT/_state, None = keep nothing
     run_id: str | None = None  # default: the start time (pipelines.runs.new_run_id)
     history: bool = True  # keep each run's tables in OUT/history/<table>/run=<id>/
+    keep_runs: int | None = None  # prune the history to the newest N completed runs after publishing
 
     def state_folder(self) -> str | None:
         if self.state is None:
@@ -82,7 +83,8 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
               "matches": matched["matches"], "alignments": matched["alignments"], "clusters": versions["clusters"],
               "index_files": index, "accounts": matched["accounts"], "version_proposed": versions["proposed"],
               "version_verified": versions["verified"]}
-    _ = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key, (INDEX_DIR,))
+    _ = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key, (INDEX_DIR,),
+                                                cfg.model, cfg.keep_runs)
     return run_id
 
 

@@ -9,16 +9,21 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.invariants import check_run
 from pipelines.runs import publish_run, staged_folder
-from pipelines.schemas import TABLES
+from pipelines.schemas import CODEC, RECORD_BATCH_ROWS, ROW_GROUP_BYTES, table_schema
 
 #: The tables every run writes (../shared/CONTRACT.md), in the order they are published.
 OUTPUTS = ("tracks", "errors", "segments", "matches", "alignments", "clusters")
 
 
-def write_table(pcoll: beam.PCollection, folder: str, table: str) -> beam.PCollection:
-    """Write ``pcoll`` as Parquet files into ``folder``; returns the written file names."""
+def write_table(pcoll: beam.PCollection, folder: str, table: str, run_id: str, analysis_key: str,
+                model: str | None = None) -> beam.PCollection:
+    """Write ``pcoll`` as Parquet files ``part-<run_id>-NNNNN-of-NNNNN.parquet`` into ``folder`` (zstd, spec
+    LIST layout, the schema's non-null columns as required fields, ``schemas.file_metadata`` in every file);
+    returns the written file names. The run id in the names keeps two runs' files apart wherever they meet."""
+    schema = table_schema(table, run_id=run_id, analysis_key=analysis_key, model=model)
     return pcoll | f"Write {table}" >> beam.io.WriteToParquet(
-        FileSystems.join(folder, "part"), TABLES[table], file_name_suffix=".parquet")
+        FileSystems.join(folder, f"part-{run_id}"), schema, codec=CODEC, use_compliant_nested_type=True,
+        row_group_buffer_size=ROW_GROUP_BYTES, record_batch_size=RECORD_BATCH_ROWS, file_name_suffix=".parquet")
 
 
 def check_and_publish(_, *, n_inputs: int, top_k: int, accounts: list[dict], version_proposed: int,
@@ -34,26 +39,28 @@ def check_and_publish(_, *, n_inputs: int, top_k: int, accounts: list[dict], ver
 class PublishRun(beam.PTransform):
     """The tables (a dict table -> PCollection of rows, plus ``index_files``, ``accounts``,
     ``version_proposed`` and ``version_verified``) -> written to this run's partition, checked, and published
-    as the latest tables once every one is written, so this works the same on every runner."""
+    as the latest tables once every one is written, so this works the same on every runner; then, with
+    ``keep_runs``, the history is pruned to the newest that many runs."""
 
     def __init__(self, out: str, run_id: str, history: bool, n_inputs: int, top_k: int, analysis_key: str,
-                 extra_tables: tuple[str, ...] = ()):
+                 extra_tables: tuple[str, ...] = (), model: str | None = None, keep_runs: int | None = None):
         super().__init__()
         self.out, self.run_id, self.history = out, run_id, history
         self.n_inputs, self.top_k, self.analysis_key = n_inputs, top_k, analysis_key
-        self.extra_tables = extra_tables
+        self.extra_tables, self.model, self.keep_runs = extra_tables, model, keep_runs
         self.started_at = dt.datetime.now(dt.UTC)
 
     def expand(self, parts: dict[str, beam.PCollection]) -> beam.PCollection:
         side: dict[str, beam.pvalue.AsSideInput] = {"written_index": beam.pvalue.AsList(parts["index_files"])}
         for table in OUTPUTS:
-            written = write_table(parts[table], staged_folder(self.out, self.run_id, table, self.history), table)
+            written = write_table(parts[table], staged_folder(self.out, self.run_id, table, self.history), table,
+                                  self.run_id, self.analysis_key, self.model)
             side[f"written_{table}"] = beam.pvalue.AsList(written)
             side[f"rows_{table}"] = beam.pvalue.AsSingleton(
                 parts[table] | f"Count {table}" >> beam.combiners.Count.Globally())
         publish = dict(out=self.out, run_id=self.run_id, tables=[*OUTPUTS, *self.extra_tables],
                        history=self.history, started_at=self.started_at, inputs=self.n_inputs,
-                       analysis_key=self.analysis_key)
+                       analysis_key=self.analysis_key, keep_runs=self.keep_runs)
         return (
             parts["tracks"].pipeline
             | "Publish trigger" >> beam.Create([None])

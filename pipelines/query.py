@@ -7,21 +7,27 @@ from typing import BinaryIO
 
 import duckdb
 
-from pipelines.runs import HISTORY, RUNS
+from pipelines.runs import HISTORY, RUNS, read_latest
 from pipelines.schemas import TABLES
 
 
 def connect(out: str) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one view per table found under ``out``.
 
-    The latest tables are views by name (``matches``); every completed run's tables are
-    ``<table>_history`` with a ``run`` column, and ``runs`` lists the completed runs.
+    The latest tables are views by name (``matches``), read from the partitions that the pointer
+    ``OUT/_latest.json`` names (``pipelines.runs``), so every view is of one complete run even while
+    another run publishes; every completed run's tables are ``<table>_history`` with a ``run`` column, and
+    ``runs`` lists the completed runs.
     """
     con = duckdb.connect()
     root = out.rstrip("/")
+    latest = (read_latest(out) or {}).get("tables", {})
     found = 0
     for table in TABLES:
-        found += _view(con, table, f"{root}/{table}/**/*.parquet")
+        if table in latest:  # the partition itself: its run=... folder is not a column of the latest table
+            found += _view(con, table, f"{root}/{latest[table]}/*.parquet", hive=False)
+        else:  # an OUT written before the pointer existed
+            found += _view(con, table, f"{root}/{table}/**/*.parquet")
         _view(con, f"{table}_history", f"{root}/{HISTORY}/{table}/run=*/*.parquet",
               f"run IN (SELECT run_id FROM read_parquet('{root}/{HISTORY}/{RUNS}/run=*/*.parquet'))")
     _view(con, RUNS, f"{root}/{HISTORY}/{RUNS}/run=*/*.parquet")
@@ -30,10 +36,11 @@ def connect(out: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _view(con: duckdb.DuckDBPyConnection, name: str, pattern: str, where: str | None = None) -> bool:
+def _view(con: duckdb.DuckDBPyConnection, name: str, pattern: str, where: str | None = None,
+          hive: bool = True) -> bool:
     """Create view ``name`` over the Parquet files matching ``pattern``; False when there are none."""
     try:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+        con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning = {hive}, "
                     f"hive_types_autocast = false, union_by_name = true)" + (f" WHERE {where}" if where else ""))
         con.execute(f"SELECT 1 FROM {name} LIMIT 0")
         return True

@@ -1,24 +1,31 @@
-"""Where a run writes its tables, how they become the latest, and the history of runs.
+"""Where a run writes its tables, how they become the latest (atomically), and the history of runs.
 
-A run writes every table to a partition of its own, ``OUT/history/<table>/run=<RUN_ID>/``, and only when
-the whole pipeline has finished copies them over the latest tables ``OUT/<table>/`` and records itself
-in ``OUT/history/runs/``. So:
+A run writes every table to a partition of its own, ``OUT/history/<table>/run=<RUN_ID>/`` (with
+``history=False``: ``OUT/_published/<RUN_ID>/<table>/``), file names carrying the run id. Only when the whole
+pipeline has finished and its tables are checked does it record itself in ``OUT/history/runs/`` and publish:
 
-* the latest tables (what the contract's readers glob) are always those of one complete run: a run
-  killed half-way leaves the previous tables in place, and the next run replaces them whole;
-* every completed run stays queryable: ``OUT/history/<table>/run=*/`` (Hive-style partitions), and
-  ``OUT/history/runs`` lists the completed runs with their counters;
-* partitions of runs that never completed are removed by the next run (one writer per OUT at a time).
+* ``OUT/_latest.json``, the pointer, names the run and the folder of each of its tables; it is replaced
+  whole (a rename on local disks, one object write on object stores), last. Readers that follow it
+  (``mirmatch query``, the README's recipes) always read one complete run;
+* on local disks each ``OUT/<table>`` is a symbolic link to the run's partition, swapped by an atomic rename
+  (``os.replace``) before the pointer: a reader globbing ``OUT/<table>/**/*.parquet`` sees the old table or
+  the new one, never a mix (a listing taken just before the swap may fail to open its files; then read again);
+* on object stores (``gs://``), which have neither links nor renames, the run's files are copied into
+  ``OUT/<table>/`` and only then the previous run's files deleted: a glob reader there may briefly see both
+  runs' rows, so warehouses should read the partition the pointer names.
 
-With ``history=False`` the partition lives in ``OUT/_staging/<RUN_ID>/`` and is removed after publishing, like
-the analyses of a run without a state folder (``scratch_folder``).
+Every completed run stays queryable (``OUT/history/<table>/run=*/``, Hive-style partitions, and
+``OUT/history/runs``) unless pruned to the newest N (``prune_runs``); partitions of runs that never completed
+are removed by the next run (one writer per OUT at a time).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,12 +35,15 @@ from apache_beam.io.filesystems import FileSystems
 
 HISTORY = "history"
 STAGING = "_staging"
+PUBLISHED = "_published"  # the tables of runs without history
+LATEST = "_latest.json"
 RUNS = "runs"
 RUNS_SCHEMA = pa.schema([
-    ("run_id", pa.string()), ("started_at", pa.timestamp("s", tz="UTC")),
-    ("finished_at", pa.timestamp("s", tz="UTC")), ("inputs", pa.int64()), ("analysis_key", pa.string()),
+    pa.field("run_id", pa.string(), nullable=False), pa.field("started_at", pa.timestamp("s", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("s", tz="UTC")), ("inputs", pa.int64()), ("analysis_key", pa.string()),
     ("counters", pa.string()),
 ])
+RAW = CompressionTypes.UNCOMPRESSED
 _RUN_DIR = re.compile(r"/run=([^/]+)/")
 
 
@@ -42,11 +52,13 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
 
 
+def _relative_folder(run_id: str, table: str, history: bool) -> str:
+    return f"{HISTORY}/{table}/run={run_id}" if history else f"{PUBLISHED}/{run_id}/{table}"
+
+
 def staged_folder(out: str, run_id: str, table: str, history: bool = True) -> str:
-    """The folder a run writes ``table`` to before publishing it."""
-    if history:
-        return FileSystems.join(out, HISTORY, table, f"run={run_id}")
-    return FileSystems.join(out, STAGING, run_id, table)
+    """The folder a run writes ``table`` to; once published, the latest ``OUT/<table>`` is this folder."""
+    return FileSystems.join(out, *_relative_folder(run_id, table, history).split("/"))
 
 
 def scratch_folder(out: str, run_id: str) -> str:
@@ -54,12 +66,22 @@ def scratch_folder(out: str, run_id: str) -> str:
     return FileSystems.join(out, STAGING, run_id, "analyses")
 
 
+def _is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def _local(path: str) -> Path:
+    return Path(path.removeprefix("file://"))
+
+
 def _files(folder: str) -> list[str]:
     return sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list)
 
 
 def _delete_folder(folder: str) -> None:
-    if FileSystems.exists(folder):
+    if _is_local(folder) and _local(folder).is_symlink():
+        _local(folder).unlink()
+    elif FileSystems.exists(folder):
         FileSystems.delete([folder])
     else:  # object stores have no folders, only names with a common prefix
         files = _files(folder)
@@ -67,20 +89,99 @@ def _delete_folder(folder: str) -> None:
             FileSystems.delete(files)
 
 
-def publish(out: str, run_id: str, tables: list[str], history: bool = True) -> None:
-    """Replace the latest tables ``OUT/<table>/`` with this run's partitions."""
-    for table in tables:
-        staged = [f for f in _files(staged_folder(out, run_id, table, history)) if not _is_temp(f)]
-        latest = FileSystems.join(out, table)
-        _delete_folder(latest)
-        if staged:
-            FileSystems.mkdirs(latest)  # a no-op on object stores
-            FileSystems.copy(staged, [FileSystems.join(latest, f.rstrip("/").rsplit("/", 1)[-1]) for f in staged])
-    _delete_folder(FileSystems.join(out, STAGING, run_id))  # staged tables (without history), scratch analyses
-
-
 def _is_temp(path: str) -> bool:
     return "beam-temp" in path.rsplit("/", 1)[-1]
+
+
+def read_latest(out: str) -> dict | None:
+    """The pointer ``OUT/_latest.json`` (run_id, published_at, tables: table -> folder relative to OUT, ...),
+    or None before the first publish (or for an OUT written by a mirmatch without it)."""
+    path = FileSystems.join(out, LATEST)
+    try:
+        with FileSystems.open(path, compression_type=RAW) as f:
+            return json.loads(f.read().decode("utf-8"))
+    except Exception:  # missing: not published yet
+        return None
+
+
+def latest_folders(out: str) -> dict[str, str]:
+    """table -> the folder (under ``out``) of its latest published files: the partition the pointer names, or
+    ``OUT/<table>`` when there is no pointer."""
+    latest = read_latest(out)
+    if latest is None:
+        return {}
+    return {table: FileSystems.join(out, *rel.split("/")) for table, rel in latest["tables"].items()}
+
+
+def _write_latest(out: str, pointer: dict) -> None:
+    """Replace the pointer whole: rename over it on local disks; one object write (atomic) on object stores."""
+    data = json.dumps(pointer, indent=1, sort_keys=True).encode()
+    path = FileSystems.join(out, LATEST)
+    if _is_local(out):
+        tmp = _local(out) / f".{LATEST}.tmp-{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
+        os.replace(tmp, _local(path))
+        return
+    with FileSystems.create(path, mime_type="application/json", compression_type=RAW) as f:
+        f.write(data)
+
+
+def _swap_link(link: Path, target: str) -> None:
+    """Point ``link`` at ``target`` (relative to its folder) in one atomic rename. A real folder left there by
+    an older mirmatch is moved aside first (the only moment ``link`` is missing), then removed."""
+    tmp = link.with_name(f".{link.name}.tmp-{uuid.uuid4().hex}")
+    os.symlink(target, tmp, target_is_directory=True)
+    old = None
+    if link.is_dir() and not link.is_symlink():
+        old = link.with_name(f".{link.name}.old-{uuid.uuid4().hex}")
+        os.rename(link, old)
+    os.replace(tmp, link)
+    if old is not None:
+        FileSystems.delete([str(old)])
+
+
+def _copy_then_prune(staged: list[str], latest: str) -> None:
+    """Object stores: copy this run's files into ``latest``, then delete the files of earlier runs there (the
+    names carry the run id, so none is overwritten)."""
+    names = [f.rstrip("/").rsplit("/", 1)[-1] for f in staged]
+    if staged:
+        FileSystems.copy(staged, [FileSystems.join(latest, n) for n in names])
+    old = [f for f in _files(latest) if f.rsplit("/", 1)[-1] not in set(names)]
+    if old:
+        FileSystems.delete(old)
+
+
+def publish(out: str, run_id: str, tables: list[str], history: bool = True, analysis_key: str = "") -> None:
+    """Make this run's partitions the latest tables (module docstring), then write the pointer."""
+    previous = read_latest(out)
+    for table in tables:
+        staged = staged_folder(out, run_id, table, history)
+        if _is_local(out):
+            _local(staged).mkdir(parents=True, exist_ok=True)  # a table without rows is an empty folder
+            _swap_link(_local(FileSystems.join(out, table)), _relative_folder(run_id, table, history))
+        else:
+            _copy_then_prune([f for f in _files(staged) if not _is_temp(f)], FileSystems.join(out, table))
+    _write_latest(out, {
+        "run_id": run_id, "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "analysis_key": analysis_key, "history": history,
+        "tables": {t: _relative_folder(run_id, t, history) for t in tables},
+    })
+    _delete_folder(FileSystems.join(out, STAGING, run_id))  # scratch analyses of a run without state
+    if not history:  # keep this run's tables and the previous ones (a reader may still be reading them)
+        keep = {run_id, (previous or {}).get("run_id")}
+        for folder in _published_runs(out):
+            if folder.rstrip("/").rsplit("/", 1)[-1] not in keep:
+                _delete_folder(folder)
+
+
+def _published_runs(out: str) -> list[str]:
+    """The folders ``OUT/_published/<run_id>`` of runs without history."""
+    root = FileSystems.join(out, PUBLISHED)
+    if _is_local(out):
+        return sorted(str(p) for p in _local(root).glob("*") if p.is_dir())
+    metadata = FileSystems.match([FileSystems.join(root, "*", "**")])[0].metadata_list
+    prefix = root.rstrip("/") + "/"
+    return sorted({prefix + m.path[len(prefix):].split("/", 1)[0] for m in metadata if m.path.startswith(prefix)})
 
 
 def record_run(out: str, run_id: str, started: dt.datetime, finished: dt.datetime, inputs: int,
@@ -90,23 +191,27 @@ def record_run(out: str, run_id: str, started: dt.datetime, finished: dt.datetim
     table = pa.table({
         "run_id": [run_id], "started_at": [started], "finished_at": [finished], "inputs": [inputs],
         "analysis_key": [analysis_key], "counters": [json.dumps(counters, sort_keys=True)],
-    }, schema=RUNS_SCHEMA)
+    }, schema=RUNS_SCHEMA.with_metadata({"mirmatch.table": RUNS, "mirmatch.run_id": run_id,
+                                         "mirmatch.analysis_key": analysis_key}))
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
+    pq.write_table(table, sink, compression="zstd")
     path = FileSystems.join(staged_folder(out, run_id, RUNS), "run.parquet")
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with FileSystems.create(path, compression_type=RAW) as f:
         f.write(sink.getvalue().to_pybytes())
     return path
 
 
 def publish_run(_, *, out: str, run_id: str, tables: list[str], history: bool, started_at: dt.datetime,
-                inputs: int, analysis_key: str, **side) -> str:
-    """The pipeline's last step (its side inputs are every table's written files and row counts):
-    publish this run's tables and, with history, record it. Returns the run id."""
-    publish(out, run_id, tables, history)
+                inputs: int, analysis_key: str, keep_runs: int | None = None, **side) -> str:
+    """The pipeline's last step (its side inputs are every table's written files and row counts): with history,
+    record this run (first, so that the next run never takes a published partition for a killed run's),
+    publish its tables, then prune the history to the newest ``keep_runs`` runs. Returns the run id."""
     if history:
         rows = {name.removeprefix("rows_"): int(n) for name, n in side.items() if name.startswith("rows_")}
         record_run(out, run_id, started_at, dt.datetime.now(dt.UTC), inputs, analysis_key, rows)
+    publish(out, run_id, tables, history, analysis_key)
+    if history and keep_runs:
+        prune_runs(out, keep_runs)
     return run_id
 
 
@@ -116,24 +221,52 @@ def completed_runs(out: str) -> list[str]:
     return sorted(_run_id(m.path) for m in FileSystems.match([pattern])[0].metadata_list)
 
 
+def runs_by_age(out: str) -> list[str]:
+    """Ids of the completed runs, oldest first by the time they finished (then by id)."""
+    pattern = FileSystems.join(out, HISTORY, RUNS, "run=*", "run.parquet")
+    found = []
+    for m in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(m.path, compression_type=RAW) as f:
+            finished = pq.read_table(pa.BufferReader(f.read()), columns=["finished_at"]).column(0)[0].as_py()
+        found.append((finished, _run_id(m.path)))
+    return [run_id for _, run_id in sorted(found)]
+
+
+def prune_runs(out: str, keep: int) -> list[str]:
+    """Delete every table's partitions, then the runs record, of all completed runs but the newest ``keep``
+    (never the run the pointer names). Returns the ids removed, oldest first."""
+    if keep < 1:
+        raise ValueError(f"keep must be 1 or more, got {keep}")
+    latest = (read_latest(out) or {}).get("run_id")
+    old = [r for r in runs_by_age(out)[:-keep] if r != latest]
+    for run_id in old:
+        folders = sorted(_partitions(out, run_id), key=lambda f: f.rstrip("/").endswith(f"/{RUNS}/run={run_id}"))
+        for folder in folders:  # the runs record last: a prune killed half-way is finished by the next one
+            _delete_folder(folder)
+    return old
+
+
 def _run_id(path: str) -> str:
     found = _RUN_DIR.search(path.replace("\\", "/"))
     return found.group(1) if found else ""
 
 
-def _partitions(out: str) -> set[str]:
-    """Every ``OUT/history/<table>/run=<id>`` folder, empty ones included on local disks."""
-    if FileSystems.get_scheme(out) in (None, "file"):
-        return {str(p) for p in Path(out.removeprefix("file://")).glob(f"{HISTORY}/*/run=*") if p.is_dir()}
-    pattern = FileSystems.join(out, HISTORY, "*", "run=*", "**")  # object stores: folders are name prefixes
+def _partitions(out: str, run_id: str = "*") -> set[str]:
+    """Every ``OUT/history/<table>/run=<id>`` folder (of ``run_id``, default all), empty ones included on local
+    disks."""
+    if _is_local(out):
+        return {str(p) for p in _local(out).glob(f"{HISTORY}/*/run={run_id}") if p.is_dir()}
+    pattern = FileSystems.join(out, HISTORY, "*", f"run={run_id}", "**")  # object stores: folders are prefixes
     return {m.path[: m.path.index("/", m.path.index("/run=") + 1)]
             for m in FileSystems.match([pattern])[0].metadata_list if "/run=" in m.path}
 
 
 def remove_incomplete_runs(out: str) -> list[str]:
-    """Delete partitions of runs that never completed (killed or failed); returns their folders."""
-    done = set(completed_runs(out))
+    """Delete partitions of runs that never completed (killed or failed), never the published one; returns
+    their folders."""
+    done = set(completed_runs(out)) | {(read_latest(out) or {}).get("run_id")}
     stale = sorted(f for f in _partitions(out) if _run_id(f + "/") not in done)
+    stale += [f for f in _published_runs(out) if f.rstrip("/").rsplit("/", 1)[-1] not in done]
     for folder in stale:
         _delete_folder(folder)
     staging = FileSystems.join(out, STAGING)

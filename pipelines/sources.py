@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
 
 GLOB_CHARS = set("*?[")
+
+
+def is_local(path: str) -> bool:
+    """True for a path on a local disk (no ``scheme://``)."""
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def table_uri(path: str) -> str:
+    """The URI a table row names a file by: ``file:///abs/path`` (RFC 8089, special characters percent-encoded)
+    for a local path, whatever directory the run started in; ``gs://...`` and other schemes unchanged.
+    Beam opens the path, not this URI; a track's identity is its content hash, never its URI."""
+    if not is_local(path):
+        return path
+    return Path(os.path.abspath(path.removeprefix("file://"))).as_uri()
 
 
 def read_manifest(path: str) -> list[str]:
@@ -17,7 +33,7 @@ def read_manifest(path: str) -> list[str]:
 
 
 def expand_patterns(patterns: list[str]) -> list[str]:
-    """Sorted, de-duplicated paths matched by ``patterns``.
+    """Sorted, de-duplicated paths matched by ``patterns`` (local ones made absolute).
 
     A literal path that does not exist is kept, so that it is reported as an unreadable input rather than
     silently dropped; a glob that matches nothing prints a warning.
@@ -34,4 +50,4 @@ def expand_patterns(patterns: list[str]) -> list[str]:
             print(f"mirmatch: warning: pattern {pattern!r} matched no files", file=sys.stderr)
         else:
             paths.add(pattern)
-    return sorted(paths)
+    return sorted(os.path.abspath(p) if is_local(p) else p for p in paths)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import numpy as np
 
@@ -85,6 +86,7 @@ def test_publish_replaces_latest_and_incomplete_runs_are_removed(tmp_path):
     publish(out, "r1", ["tracks"])
     record_run(out, "r1", now, now, 1, "k", {"tracks": 1})
     assert (tmp_path / "tracks" / "part-0.parquet").read_text() == "one"
+    assert os.readlink(tmp_path / "tracks") == "history/tracks/run=r1"  # a link to the run's partition
     # r2 never completed (no runs row): the next run removes its partition, r1's stays.
     assert completed_runs(out) == ["r1"]
     removed = remove_incomplete_runs(out)
@@ -94,13 +96,25 @@ def test_publish_replaces_latest_and_incomplete_runs_are_removed(tmp_path):
     assert (tmp_path / "tracks" / "part-0.parquet").read_text() == "one"  # latest untouched
 
 
-def test_publish_without_history_cleans_its_staging(tmp_path):
+def test_publish_without_history_keeps_no_history_and_cleans_its_staging(tmp_path):
     out = str(tmp_path)
-    folder = tmp_path / "_staging" / "r1" / "tracks"
-    folder.mkdir(parents=True)
-    (folder / "part-0.parquet").write_text("rows")
-    (tmp_path / "tracks").mkdir()
+    (tmp_path / "_staging" / "r1" / "analyses").mkdir(parents=True)  # scratch analyses of a run without state
+
+    def write(run_id):
+        folder = tmp_path / "_published" / run_id / "tracks"
+        folder.mkdir(parents=True)
+        (folder / f"part-{run_id}.parquet").write_text(run_id)
+
+    write("r0")  # a run that was replaced long ago
+    write("r1")
+    (tmp_path / "tracks").mkdir()  # an older mirmatch's real folder
     (tmp_path / "tracks" / "old-part.parquet").write_text("old")
     publish(out, "r1", ["tracks"], history=False)
-    assert [p.name for p in (tmp_path / "tracks").iterdir()] == ["part-0.parquet"]
+    assert [p.name for p in (tmp_path / "tracks").iterdir()] == ["part-r1.parquet"]
     assert not (tmp_path / "_staging" / "r1").exists()
+    assert sorted(p.name for p in (tmp_path / "_published").iterdir()) == ["r1"]
+    write("r2")
+    publish(out, "r2", ["tracks"], history=False)  # r1's tables stay for the readers still on them
+    assert [p.name for p in (tmp_path / "tracks").iterdir()] == ["part-r2.parquet"]
+    assert sorted(p.name for p in (tmp_path / "_published").iterdir()) == ["r1", "r2"]
+    assert not (tmp_path / "history").exists()
