@@ -53,12 +53,13 @@ class AnalyzeTrack(beam.DoFn):
 
     def setup(self) -> None:
         from encoders.codes import load_hasher
-        from pipelines.progress import Progress
+        from pipelines.progress import Progress, StageTimer
         from pipelines.state import StateStore
 
         self.hasher = load_hasher(self.model)
         self.store = StateStore(self.store_root, self.analysis_key)
         self.progress = Progress("analyse", self.total)
+        self.timer = StageTimer("analyse")
 
     def process(self, element: tuple[str, str]) -> Iterator:
         from pipelines.sources import table_uri
@@ -110,7 +111,8 @@ class AnalyzeTrack(beam.DoFn):
         if outcome is not None:
             self.reused.inc()
             return outcome, track_id
-        outcome = self._analyze(source, uri, modality, track_id)
+        with self.timer.time():  # tracks analysed, not those reused
+            outcome = self._analyze(source, uri, modality, track_id)
         self.analyzed.inc()
         unexpected = isinstance(outcome, TrackFailure) and outcome.stage == "analyze"
         if not unexpected:  # a bug or a passing fault is retried by the next run

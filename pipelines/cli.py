@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_beam(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
     logging.getLogger("mirmatch").setLevel(logging.INFO)
     if not verbose:
         for name in ("apache_beam", "root"):
@@ -193,12 +194,17 @@ def ok_tracks(out: str) -> int:
 
 
 def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
-    from pipelines.pipeline import run
+    from pipelines.cloud import check_gcs_access, gcs_paths
+    from pipelines.progress import timer_summary
 
     print(f"mirmatch: running on {args.out} ...", file=sys.stderr, flush=True)
+    check_gcs_access(gcs_paths([*args.audio, *args.midi, args.out, args.state, *beam_args]))  # before Beam loads
+    from pipelines.pipeline import run
+
     counters = run(run_config(args, beam_args))
     print("mirmatch: done " + json.dumps(counters), file=sys.stderr)
     print(summary_line(counters), file=sys.stderr)
+    print(timer_summary(counters.get("timers", {})), file=sys.stderr)
     return counters
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from pipelines.query import connect
+from pipelines.sources import table_uri
 
 DEFAULT_CORPUS = ".cache/demo-corpus"
 DEFAULT_OUT = "demo-out"
@@ -18,7 +19,7 @@ def summarise(out: str, truth: dict) -> tuple[str, dict]:
     best = {row[0]: row[1:] for row in con.execute(
         "SELECT midi_uri, audio_uri, confidence, is_match FROM matches WHERE rank = 1").fetchall()}
     matched = con.execute("SELECT midi_uri, audio_uri FROM matches WHERE is_match").fetchall()
-    true_pairs = {(p["midi"], p["audio"]) for p in truth["pairs"]}
+    true_pairs = {(table_uri(p["midi"]), table_uri(p["audio"])) for p in truth["pairs"]}
     found_at_1 = sum(1 for m, a in true_pairs if m in best and best[m][0] == a and best[m][2])
     false_matches = [pair for pair in matched if tuple(pair) not in true_pairs]
     n_clusters, multi = con.execute(

@@ -58,6 +58,11 @@ class ProposeCandidates(beam.DoFn):
         self.searched = Metrics.counter("mirmatch", "stage1_candidates")
         self._cascade_key = None
 
+    def setup(self) -> None:
+        from pipelines.progress import StageTimer
+
+        self.timer = StageTimer("search")
+
     def process(self, batch: list, audio_db: list[tuple[str, str, np.ndarray, np.ndarray]]) -> Iterator:
         from hashing.cascade import HashCascade
 
@@ -72,7 +77,8 @@ class ProposeCandidates(beam.DoFn):
             self.queries.inc()
             indices, hamming = [], []
             if audio_db:
-                result = self._cascade.query(track_code, frame_codes)
+                with self.timer.time():
+                    result = self._cascade.query(track_code, frame_codes)
                 indices, hamming = result.indices, result.hamming
                 self.searched.inc(min(self.n_candidates, len(self._cascade)))
             yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": len(indices), "ranked": 0})
@@ -136,23 +142,27 @@ class RefineCandidates(beam.DoFn):
         self.failed = Metrics.counter("mirmatch", "pairs_failed")
 
     def setup(self) -> None:
-        from pipelines.progress import Progress
+        from pipelines.progress import Progress, StageTimer
         from pipelines.state import StateStore
 
         self.store = StateStore(self.store_root, self.analysis_key)
         self.tracks = LoadedTracks(self.store)
         self.progress = Progress("align", unit="audio tracks")
+        self.timer = StageTimer("align")
 
     def process(self, element: tuple[str, Iterable[CandidateRef]]) -> Iterator:
         from hashing.align import REFINE_MIN_CONFIDENCE, cohort_normalise, confidence_from_score
 
         _, refs = element
         aligned = []
-        for ref in sorted(refs):
-            try:
-                aligned.append((ref, self._pair(ref)))
-            except Exception as exc:
-                yield self._failure(ref, exc)
+        failures = []
+        with self.timer.time():  # one audio track with its candidates
+            for ref in sorted(refs):
+                try:
+                    aligned.append((ref, self._pair(ref)))
+                except Exception as exc:
+                    failures.append(self._failure(ref, exc))
+        yield from failures
         if not aligned:
             return
         normalised = cohort_normalise(np.array([pair.alignment.score for _, pair in aligned]))

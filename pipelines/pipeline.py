@@ -88,10 +88,27 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
     return run_id
 
 
+def stage_timers(result) -> dict[str, dict]:
+    """stage -> {n, mean_ms, max_ms, total_s} of the per-element timers (``pipelines.progress.StageTimer``)."""
+    timers = {}
+    for d in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["distributions"]:
+        stage, value = d.key.metric.name.removesuffix("_ms"), d.committed
+        if value is None or not value.count:
+            continue
+        t = timers.setdefault(stage, {"n": 0, "sum": 0, "max_ms": 0})
+        t["n"] += value.count
+        t["sum"] += value.sum
+        t["max_ms"] = max(t["max_ms"], value.max)
+    return {stage: {"n": t["n"], "mean_ms": round(t["sum"] / t["n"], 1), "max_ms": t["max_ms"],
+                    "total_s": round(t["sum"] / 1000, 1)} for stage, t in timers.items()}
+
+
 def run(cfg: RunConfig) -> dict[str, int]:
     """Expand inputs, run the pipeline to completion, publish its tables and return its counters."""
     from encoders.analyze import analysis_key
+    from pipelines.cloud import check_gcs_access, gcs_paths
 
+    check_gcs_access(gcs_paths([*cfg.audio, *cfg.midi, cfg.out, cfg.state, *cfg.beam_args]))  # fail fast
     audio, midi = expand_patterns(cfg.audio), expand_patterns(cfg.midi)
     inputs = input_elements(audio, midi)
     if not inputs:
@@ -114,6 +131,7 @@ def run(cfg: RunConfig) -> dict[str, int]:
     try:
         for c in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["counters"]:
             counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
+        counters["timers"] = stage_timers(result)
     except Exception:  # some runners do not report metrics
         pass
     counters["run_id"] = run_id

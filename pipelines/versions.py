@@ -61,6 +61,11 @@ class VerifyVersions(beam.DoFn):
     def __init__(self):
         self.verified = Metrics.counter("mirmatch", "version_pairs_verified")
 
+    def setup(self) -> None:
+        from pipelines.progress import StageTimer
+
+        self.timer = StageTimer("verify")
+
     def process(self, element: tuple[str, dict]) -> Iterator:
         from hashing.version_align import verified_similarity
 
@@ -71,7 +76,9 @@ class VerifyVersions(beam.DoFn):
             return
         for a, cosine, seq_a in pairs:
             self.verified.inc()
-            yield a, b, verified_similarity(cosine, seq_a, sequences[0])
+            with self.timer.time():  # one pair
+                similarity = verified_similarity(cosine, seq_a, sequences[0])
+            yield a, b, similarity
 
 
 def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, tuple[str, str, np.ndarray]]:

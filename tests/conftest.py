@@ -18,7 +18,8 @@ def tiny_corpus(tmp_path_factory) -> dict:
     """4 MIDI files, 3 corrupted renderings of them and 2 distractors, 30 s each at most."""
     from encoders.training.corpus import build_demo_corpus
 
-    root = Path(os.environ.get("MIRMATCH_TEST_CACHE", REPO / ".cache" / "test-corpus"))
+    # resolved: the cached truth names the files by the path they were built under (.cache may be a link)
+    root = Path(os.environ.get("MIRMATCH_TEST_CACHE", REPO / ".cache" / "test-corpus")).resolve()
     truth = build_demo_corpus(root, n_midi=4, n_matched=3, n_distractors=2, max_duration_s=30.0,
                               min_duration_s=20.0, progress=False)
     truth["root"] = str(root)
@@ -92,14 +93,21 @@ def synthetic_form(form: str, section_s: float, rng: np.random.Generator, frame_
     return feats, times, duration
 
 
+def uri(path: str) -> str:
+    """The uri the tables name an input path by (``file:///abs/path``)."""
+    from pipelines.sources import table_uri
+
+    return table_uri(str(path))
+
+
 def assert_true_pairs_first(matches: list[dict], truth: dict) -> None:
     """Every true pair of ``truth`` is at rank 1 with is_match, and no other pair has is_match."""
     best = {m["midi_uri"]: m for m in matches if m["rank"] == 1}
     for pair in truth["pairs"]:
-        top = best[pair["midi"]]
-        assert top["audio_uri"] == pair["audio"], f"wrong rank-1 audio for {pair['midi']}"
+        top = best[uri(pair["midi"])]
+        assert top["audio_uri"] == uri(pair["audio"]), f"wrong rank-1 audio for {pair['midi']}"
         assert top["is_match"] and top["confidence"] > 0.5
-    true_pairs = {(p["midi"], p["audio"]) for p in truth["pairs"]}
+    true_pairs = {(uri(p["midi"]), uri(p["audio"])) for p in truth["pairs"]}
     false = [(m["midi_uri"], m["audio_uri"]) for m in matches
              if m["is_match"] and (m["midi_uri"], m["audio_uri"]) not in true_pairs]
     assert not false, f"false matches: {false}"

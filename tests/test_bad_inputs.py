@@ -12,7 +12,7 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
-from tests.conftest import SHARED, read_table
+from tests.conftest import SHARED, read_table, uri
 
 THREE_HOURS_S = 3 * 3600
 
@@ -106,10 +106,10 @@ def test_bad_inputs_exit_zero_and_every_input_is_a_track(bad_suite, bad_suite_ru
     code, out = bad_suite_run
     assert code == 0
     tracks = read_table(out, "tracks")
-    assert sorted(t["uri"] for t in tracks) == sorted(path for path, _, _, _ in bad_suite.values())
+    assert sorted(t["uri"] for t in tracks) == sorted(uri(path) for path, _, _, _ in bad_suite.values())
     status = {t["uri"]: t["status"] for t in tracks}
     for name, (path, _, expected, _) in bad_suite.items():
-        assert status[path] == expected, name
+        assert status[uri(path)] == expected, name
 
 
 def test_each_bad_input_is_explained(bad_suite, bad_suite_run):
@@ -118,7 +118,7 @@ def test_each_bad_input_is_explained(bad_suite, bad_suite_run):
     for e in read_table(out, "errors"):
         errors.setdefault(e["uri"], []).append(e)
     for name, (path, _, status, error_type) in bad_suite.items():
-        rows = errors.get(path, [])
+        rows = errors.get(uri(path), [])
         if error_type is None:
             assert rows == [], name
             continue
@@ -126,12 +126,12 @@ def test_each_bad_input_is_explained(bad_suite, bad_suite_run):
         row = rows[0]
         assert row["severity"] == ("error" if status == "error" else "warning"), name
         assert len(row["message"]) > 20 and "0x" not in row["message"], name  # says what, not where in memory
-    assert "is a directory" in errors[bad_suite["a-folder.wav"][0]][0]["message"]
+    assert "is a directory" in errors[uri(bad_suite["a-folder.wav"][0])][0]["message"]
 
 
 def test_three_hour_recording_is_analysed_whole(bad_suite, bad_suite_run):
     _, out = bad_suite_run
-    path = bad_suite["three-hours.wav"][0]
+    path = uri(bad_suite["three-hours.wav"][0])
     track, = [t for t in read_table(out, "tracks") if t["uri"] == path]
     assert track["duration_s"] == pytest.approx(THREE_HOURS_S, abs=0.1)
     segments = sorted((s for s in read_table(out, "segments") if s["uri"] == path), key=lambda s: s["start_s"])
@@ -143,7 +143,7 @@ def test_three_hour_recording_is_analysed_whole(bad_suite, bad_suite_run):
 
 def test_good_pair_still_matches_among_bad_inputs(bad_suite, bad_suite_run):
     _, out = bad_suite_run
-    midi, audio = bad_suite["good.mid"][0], bad_suite["good-audio"][0]
+    midi, audio = uri(bad_suite["good.mid"][0]), uri(bad_suite["good-audio"][0])
     best = [m for m in read_table(out, "matches") if m["midi_uri"] == midi and m["rank"] == 1]
     assert best and best[0]["audio_uri"] == audio and best[0]["is_match"]
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED, assert_same_tables, assert_true_pairs_first, read_table
+from tests.conftest import SHARED, assert_same_tables, assert_true_pairs_first, read_table, uri
 
 
 def n_inputs(tiny_corpus, bad_inputs) -> int:
@@ -20,8 +20,8 @@ def test_every_input_in_tracks_once(pipeline_out, tiny_corpus, bad_inputs):
     uris = [t["uri"] for t in tracks]
     assert len(uris) == len(set(uris)) == n_inputs(tiny_corpus, bad_inputs)
     status = {t["uri"]: t["status"] for t in tracks}
-    for uri in bad_inputs["audio"] + bad_inputs["midi"]:
-        assert status[uri] == "error"
+    for path in bad_inputs["audio"] + bad_inputs["midi"]:
+        assert status[uri(path)] == "error"
     assert sum(s == "ok" for s in status.values()) == len(tiny_corpus["audio"]) + len(tiny_corpus["midi"])
     ok = [t for t in tracks if t["status"] == "ok"]
     assert all(len(t["track_id"]) == 32 and t["duration_s"] > 10 for t in ok)
@@ -32,6 +32,7 @@ def test_bad_inputs_explained(pipeline_out, bad_inputs):
     errors = {e["uri"]: e for e in read_table(pipeline_out, "errors")}
     corrupt, = bad_inputs["midi"]
     empty, text = bad_inputs["audio"]
+    corrupt, empty, text = uri(corrupt), uri(empty), uri(text)
     assert errors[corrupt]["error_type"] == "MidiParseError" and "cannot parse MIDI" in errors[corrupt]["message"]
     assert errors[empty]["error_type"] == "EmptyFile" and "0 bytes" in errors[empty]["message"]
     assert errors[text]["error_type"] == "DecodeError" and "cannot decode audio" in errors[text]["message"]
@@ -50,7 +51,7 @@ def test_alignments_follow_the_true_time_map(pipeline_out, tiny_corpus):
 
     alignments = {(a["midi_uri"], a["audio_uri"]): a for a in read_table(pipeline_out, "alignments")}
     for pair in tiny_corpus["pairs"]:
-        a = alignments[(pair["midi"], pair["audio"])]
+        a = alignments[(uri(pair["midi"]), uri(pair["audio"]))]
         mt, at = np.array(a["midi_times_s"]), np.array(a["audio_times_s"])
         assert (np.diff(mt) >= 0).all() and (np.diff(at) >= 0).all()
         truth = np.interp(at, pair["audio_times_s"], pair["midi_times_s"])
@@ -65,11 +66,11 @@ def test_segments_cover_each_track(pipeline_out):
         segments.setdefault(s["uri"], []).append(s)
     by_uri = {t["uri"]: t for t in tracks.values()}
     assert set(segments) == set(by_uri)
-    for uri, rows in segments.items():
+    for track_uri, rows in segments.items():
         rows.sort(key=lambda s: s["segment_index"])
         assert [s["segment_index"] for s in rows] == list(range(len(rows)))
         assert rows[0]["start_s"] == 0.0
-        assert rows[-1]["end_s"] == pytest.approx(by_uri[uri]["duration_s"], abs=1e-6)
+        assert rows[-1]["end_s"] == pytest.approx(by_uri[track_uri]["duration_s"], abs=1e-6)
         assert all(a["end_s"] == pytest.approx(b["start_s"]) for a, b in zip(rows, rows[1:], strict=False))
         assert all(s["end_s"] > s["start_s"] and s["label"] for s in rows)
 
@@ -80,7 +81,7 @@ def test_clusters_hold_matched_pairs(pipeline_out, tiny_corpus):
     assert sorted(c["track_id"] for c in clusters) == sorted({t["track_id"] for t in ok})
     by_uri = {c["uri"]: c for c in clusters}
     for pair in tiny_corpus["pairs"]:
-        assert by_uri[pair["midi"]]["cluster_id"] == by_uri[pair["audio"]]["cluster_id"]
+        assert by_uri[uri(pair["midi"])]["cluster_id"] == by_uri[uri(pair["audio"])]["cluster_id"]
     sizes: dict[str, int] = {}
     for c in clusters:
         sizes[c["cluster_id"]] = sizes.get(c["cluster_id"], 0) + 1

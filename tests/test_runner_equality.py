@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, canonical_rows, read_table
+from tests.conftest import REPO, canonical_rows, read_table, uri
 from tests.test_runners import job_service  # noqa: F401  (fixture)
 
 TABLES = ("tracks", "errors", "matches", "alignments", "clusters", "segments")
@@ -55,11 +55,11 @@ def test_reference_run_finds_every_long_pair(in_process, long_corpus):
     matches = read_table(out, "matches")
     best = {m["midi_uri"]: m["audio_uri"] for m in matches if m["rank"] == 1}
     for pair in long_corpus["pairs"]:
-        assert best[pair["midi"]] == pair["audio"]
+        assert best[uri(pair["midi"])] == uri(pair["audio"])
     per_midi = {}
     for m in matches:
         per_midi[m["midi_uri"]] = per_midi.get(m["midi_uri"], 0) + 1
-    assert per_midi == {uri: 5 for uri in long_corpus["midi"]}  # --top-k 5 of 10 stage-2 survivors each
+    assert per_midi == {uri(path): 5 for path in long_corpus["midi"]}  # --top-k 5 of 10 stage-2 survivors each
 
 
 #: Before the fix about one multi-process run in seven lost rows on this corpus (2 of 15 runs of the commit

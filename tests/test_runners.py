@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, assert_true_pairs_first, read_table
+from tests.conftest import REPO, assert_true_pairs_first, read_table, uri
 
 #: The composite stages of build_pipeline (the README's diagram), then steps inside them.
 STAGES = ["Inputs", "Analyse", "Match", "Index", "Versions", "Publish"]
@@ -188,12 +188,13 @@ def test_portable_runner_runs_the_whole_pipeline(job_service, tiny_corpus, bad_i
     n_inputs = len(tiny_corpus["audio"]) + len(tiny_corpus["midi"]) + sum(len(v) for v in bad_inputs.values())
     assert len(uris) == len(set(uris)) == n_inputs
     status = {t["uri"]: t["status"] for t in tracks}
-    assert all(status[uri] == "error" for uri in bad_inputs["audio"] + bad_inputs["midi"])
+    bad = {uri(p) for p in bad_inputs["audio"] + bad_inputs["midi"]}
+    assert all(status[u] == "error" for u in bad)
     assert sum(s == "ok" for s in status.values()) == len(tiny_corpus["audio"]) + len(tiny_corpus["midi"])
-    assert {e["uri"] for e in read_table(out, "errors")} == set(bad_inputs["audio"] + bad_inputs["midi"])
+    assert {e["uri"] for e in read_table(out, "errors")} == bad
 
     assert_true_pairs_first(read_table(out, "matches"), tiny_corpus)
-    true_pairs = {(p["midi"], p["audio"]) for p in tiny_corpus["pairs"]}
+    true_pairs = {(uri(p["midi"]), uri(p["audio"])) for p in tiny_corpus["pairs"]}
     alignments = {(a["midi_uri"], a["audio_uri"]) for a in read_table(out, "alignments")}
     assert true_pairs <= alignments
     ok_ids = {t["track_id"] for t in tracks if t["status"] == "ok"}
