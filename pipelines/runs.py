@@ -156,11 +156,15 @@ def publish(out: str, run_id: str, tables: list[str], history: bool = True, anal
     previous = read_latest(out)
     for table in tables:
         staged = staged_folder(out, run_id, table, history)
+        latest = FileSystems.join(out, table)
         if _is_local(out):
             _local(staged).mkdir(parents=True, exist_ok=True)  # a table without rows is an empty folder
-            _swap_link(_local(FileSystems.join(out, table)), _relative_folder(run_id, table, history))
-        else:
-            _copy_then_prune([f for f in _files(staged) if not _is_temp(f)], FileSystems.join(out, table))
+            try:
+                _swap_link(_local(latest), _relative_folder(run_id, table, history))
+                continue
+            except OSError:  # a file system without symbolic links (some network mounts): copy, as below
+                _local(latest).mkdir(exist_ok=True)
+        _copy_then_prune([f for f in _files(staged) if not _is_temp(f)], latest)
     _write_latest(out, {
         "run_id": run_id, "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "analysis_key": analysis_key, "history": history,

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.query import query
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("command", ["run", "query", "demo", "train"])
@@ -162,3 +163,90 @@ def test_query_parquet_needs_an_output_file(pipeline_out, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["query", str(pipeline_out), "SELECT 1 AS x", "--format", "parquet"])
     assert exit_info.value.code == 2 and "--format parquet needs --output" in capsys.readouterr().err
+
+
+def _run_env(tmp_path, **extra) -> dict:
+    """The environment of a `mirmatch` subprocess with no Google Cloud credentials anywhere."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_APPLICATION_CREDENTIALS", "HTTPS_PROXY",
+                                                              "https_proxy")}
+    env.update(HOME=str(tmp_path), CLOUDSDK_CONFIG=str(tmp_path / "gcloud"), NO_GCE_CHECK="True",
+               PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def test_gs_input_without_credentials_fails_within_seconds(tmp_path):
+    import time
+
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "run", "--audio", "gs://some-bucket/audio/*.wav",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=60,
+                          env=_run_env(tmp_path), cwd=REPO)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1 and elapsed < 20, (proc.returncode, elapsed, proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "gs://some-bucket/audio/*.wav" in last and "no Google Cloud credentials" in last
+    assert "gcloud auth application-default login" in last and "GOOGLE_APPLICATION_CREDENTIALS" in last
+    assert not (tmp_path / "out").exists()
+
+
+def test_gs_out_without_network_fails_within_seconds(tmp_path, tiny_corpus):
+    import time
+
+    credentials = tmp_path / "adc.json"  # well-formed credentials; using them would need the network
+    credentials.write_text('{"type": "authorized_user", "client_id": "x", "client_secret": "y", '
+                           '"refresh_token": "z"}')
+    env = _run_env(tmp_path, GOOGLE_APPLICATION_CREDENTIALS=str(credentials),
+                   HTTPS_PROXY="http://127.0.0.1:9")  # a proxy that refuses: no network, on any machine
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "run", "--midi", tiny_corpus["midi"][0],
+                           "--out", "gs://some-bucket/out"], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=REPO)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1 and elapsed < 20, (proc.returncode, elapsed, proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "gs://some-bucket/out" in last and "127.0.0.1:9 cannot be reached" in last and "check the network" in last
+
+
+def test_gs_paths_are_found_wherever_they_are_given():
+    from pipelines.cloud import check_gcs_access, gcs_paths
+
+    assert gcs_paths(["a/*.wav", "@gs://b/list.txt", None, "--temp_location=gs://b/tmp", "gs://b/out", ""]) == [
+        "@gs://b/list.txt", "gs://b/tmp", "gs://b/out"]
+    check_gcs_access([])  # nothing on Cloud Storage: no check, no network
+
+
+def test_progress_bar_on_a_terminal_and_timers_summary(monkeypatch):
+    import io
+
+    from pipelines.progress import Progress, timer_summary
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    progress = Progress("analyse", total=3, bar=True)
+    for _ in range(3):
+        progress.step()
+    assert "mirmatch [analyse]" in err.getvalue() and "3/3" in err.getvalue()
+    line = timer_summary({"verify": {"n": 40, "mean_ms": 2.0, "max_ms": 9, "total_s": 0.1},
+                          "analyse": {"n": 2, "mean_ms": 850.4, "max_ms": 900, "total_s": 1.7}})
+    assert line == ("mirmatch: time per element: analyse 2 x 850 ms (max 900, total 2 s); "
+                    "verify 40 x 2 ms (max 9, total 0 s)")
+
+
+def test_run_logs_timestamped_lines_and_stage_timers(tmp_path, tiny_corpus):
+    import os
+    import re
+
+    pair = tiny_corpus["pairs"][0]
+    proc = subprocess.run([sys.executable, "-m", "pipelines", "run", "--audio", pair["audio"], "--midi", pair["midi"],
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    stamped = [line for line in lines if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d mirmatch: ", line)]
+    assert any("mirmatch: run " in line for line in stamped), lines  # the run's start, with its time
+    assert any("[analyse] 2 tracks done of 2" in line for line in stamped), lines  # a progress line
+    timers, = [line for line in lines if line.startswith("mirmatch: time per element: ")]
+    assert re.search(r"analyse 2 x \d+ ms", timers) and re.search(r"search 1 x \d+ ms", timers), timers
+    assert re.search(r"align 1 x \d+ ms", timers), timers
