@@ -34,14 +34,15 @@ def check_and_publish(_, *, n_inputs: int, top_k: int, accounts: list[dict], ver
 class PublishRun(beam.PTransform):
     """The tables (a dict table -> PCollection of rows, plus ``index_files``, ``accounts``,
     ``version_proposed`` and ``version_verified``) -> written to this run's partition, checked, and published
-    as the latest tables once every one is written, so this works the same on every runner."""
+    as the latest tables once every one is written, so this works the same on every runner. ``settings``
+    (the run's options and decision cuts) are recorded with the run in ``OUT/history/runs``."""
 
     def __init__(self, out: str, run_id: str, history: bool, n_inputs: int, top_k: int, analysis_key: str,
-                 extra_tables: tuple[str, ...] = ()):
+                 extra_tables: tuple[str, ...] = (), settings: dict | None = None):
         super().__init__()
         self.out, self.run_id, self.history = out, run_id, history
         self.n_inputs, self.top_k, self.analysis_key = n_inputs, top_k, analysis_key
-        self.extra_tables = extra_tables
+        self.extra_tables, self.settings = extra_tables, settings or {}
         self.started_at = dt.datetime.now(dt.UTC)
 
     def expand(self, parts: dict[str, beam.PCollection]) -> beam.PCollection:
@@ -53,7 +54,7 @@ class PublishRun(beam.PTransform):
                 parts[table] | f"Count {table}" >> beam.combiners.Count.Globally())
         publish = dict(out=self.out, run_id=self.run_id, tables=[*OUTPUTS, *self.extra_tables],
                        history=self.history, started_at=self.started_at, inputs=self.n_inputs,
-                       analysis_key=self.analysis_key)
+                       analysis_key=self.analysis_key, settings=self.settings)
         return (
             parts["tracks"].pipeline
             | "Publish trigger" >> beam.Create([None])

@@ -33,6 +33,7 @@ RUNS_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("started_at", pa.timestamp("s", tz="UTC")),
     ("finished_at", pa.timestamp("s", tz="UTC")), ("inputs", pa.int64()), ("analysis_key", pa.string()),
     ("counters", pa.string()),
+    ("settings", pa.string()),  # JSON: the options and decision cuts the run used (RunConfig.settings)
 ])
 _RUN_DIR = re.compile(r"/run=([^/]+)/")
 
@@ -84,12 +85,13 @@ def _is_temp(path: str) -> bool:
 
 
 def record_run(out: str, run_id: str, started: dt.datetime, finished: dt.datetime, inputs: int,
-               analysis_key: str, counters: dict) -> str:
+               analysis_key: str, counters: dict, settings: dict | None = None) -> str:
     """Append this run to ``OUT/history/runs`` (one Parquet file per completed run; ``counters`` are the
-    row counts of its tables)."""
+    row counts of its tables, ``settings`` the options and decision cuts it ran with)."""
     table = pa.table({
         "run_id": [run_id], "started_at": [started], "finished_at": [finished], "inputs": [inputs],
         "analysis_key": [analysis_key], "counters": [json.dumps(counters, sort_keys=True)],
+        "settings": [json.dumps(settings or {}, sort_keys=True)],
     }, schema=RUNS_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -100,13 +102,13 @@ def record_run(out: str, run_id: str, started: dt.datetime, finished: dt.datetim
 
 
 def publish_run(_, *, out: str, run_id: str, tables: list[str], history: bool, started_at: dt.datetime,
-                inputs: int, analysis_key: str, **side) -> str:
+                inputs: int, analysis_key: str, settings: dict | None = None, **side) -> str:
     """The pipeline's last step (its side inputs are every table's written files and row counts):
     publish this run's tables and, with history, record it. Returns the run id."""
     publish(out, run_id, tables, history)
     if history:
         rows = {name.removeprefix("rows_"): int(n) for name, n in side.items() if name.startswith("rows_")}
-        record_run(out, run_id, started_at, dt.datetime.now(dt.UTC), inputs, analysis_key, rows)
+        record_run(out, run_id, started_at, dt.datetime.now(dt.UTC), inputs, analysis_key, rows, settings)
     return run_id
 
 
