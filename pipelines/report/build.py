@@ -303,7 +303,11 @@ def _publish(folder: Path, target: str) -> int:
     """Replace ``target`` (any Beam file system) with the files of ``folder``; returns the bytes written."""
     if FileSystems.exists(target):
         FileSystems.delete([target])
-    FileSystems.mkdirs(target)
+    else:  # object stores have no folders, only names with a common prefix
+        old = [m.path for m in FileSystems.match([FileSystems.join(target, "*")])[0].metadata_list]
+        if old:
+            FileSystems.delete(old)
+    FileSystems.mkdirs(target)  # a no-op on object stores
     size = 0
     for path in sorted(folder.iterdir()):
         data = path.read_bytes()
