@@ -1,4 +1,4 @@
-"""The `mirmatch` command line: run, query, demo, train."""
+"""The `mirmatch` command line: run, query, report, demo, train."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-runs", type=_positive_int, default=None, metavar="N",
                         help="after publishing, delete the history of all but the newest N completed runs "
                              "(default: keep every run)")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write the run report OUT/report/index.html after publishing the tables")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
 
@@ -127,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--output", "-o", default=None, metavar="FILE",
                        help="write the result to FILE instead of standard output (needed for parquet)")
 
+    report = sub.add_parser("report", help="rebuild the run report OUT/report/index.html from an output folder",
+                            description="Write OUT/report/index.html (a static page, figures as PNG files beside "
+                                        "it) from the latest tables of a finished output folder; `mirmatch run` "
+                                        "writes it itself unless given --no-report.")
+    report.add_argument("dir", help="output folder of a finished run")
+    report.add_argument("--top-matches", type=_non_negative_int, default=12,
+                        help="accepted matches whose alignment is drawn, most confident first (default 12)")
+    report.add_argument("--sampled-tracks", type=_non_negative_int, default=6,
+                        help="tracks whose self-similarity and segments are drawn (default 6)")
+    report.add_argument("--max-rows", type=_non_negative_int, default=500,
+                        help="rows listed per table at most (default 500)")
+
     demo = sub.add_parser("demo", help="build the demo corpus if needed and run the pipeline on it",
                           description="Builds a corpus of MIDI files from Debian packages and corrupted "
                                       "renderings of some of them, runs `mirmatch run`, prints a summary.")
@@ -201,11 +215,42 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict:
     check_gcs_access(gcs_paths([*args.audio, *args.midi, args.out, args.state, *beam_args]))  # before Beam loads
     from pipelines.pipeline import run
 
-    counters = run(run_config(args, beam_args))
+    cfg = run_config(args, beam_args)
+    counters = run(cfg)
     print("mirmatch: done " + json.dumps(counters), file=sys.stderr)
     print(summary_line(counters), file=sys.stderr)
     print(timer_summary(counters.get("timers", {})), file=sys.stderr)
+    if not args.no_report:
+        _write_report(args.out, cfg.settings(), counters)
     return counters
+
+
+def _write_report(out: str, settings: dict, counters: dict) -> None:
+    """The run report, after publishing; the tables are what counts, so a report that fails is a warning."""
+    from pipelines.report import build_report
+
+    try:
+        report = build_report(out, settings=settings, counters=counters)
+    except Exception as exc:
+        logging.getLogger("mirmatch").debug("report failed", exc_info=True)
+        print(f"mirmatch: warning: the run report could not be written ({type(exc).__name__}: {exc}); "
+              f"`mirmatch report {out}` retries it", file=sys.stderr)
+        return
+    print(f"mirmatch: report {report.index} ({report.size_bytes >> 10} KB)", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipelines.report import ReportError, ReportLimits, build_report
+
+    limits = ReportLimits(top_matches=args.top_matches, sampled_tracks=args.sampled_tracks, max_rows=args.max_rows)
+    try:
+        report = build_report(args.dir, limits=limits)
+    except ReportError as exc:
+        print(f"mirmatch: error: {exc}", file=sys.stderr)
+        return 2
+    figures = ", ".join(f"{n} {kind}" for kind, n in report.figures.items())
+    print(f"mirmatch: report {report.index} ({report.size_bytes >> 10} KB; figures: {figures})", file=sys.stderr)
+    return 0
 
 
 def summary_line(counters: dict) -> str:
@@ -283,7 +328,7 @@ def error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command in ("query", "train") and beam_args:
+    if args.command in ("query", "train", "report") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command in ("run", "demo"):
         reject_unknown_options(parser, beam_args)
@@ -301,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             _demo(args, beam_args)
         elif args.command == "query":
             _query(args, parser)
+        elif args.command == "report":
+            return _report(args)
         elif args.command == "train":
             _train(args)
     except KeyboardInterrupt:

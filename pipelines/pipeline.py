@@ -47,6 +47,15 @@ class RunConfig:
     history: bool = True  # keep each run's tables in OUT/history/<table>/run=<id>/
     keep_runs: int | None = None  # prune the history to the newest N completed runs after publishing
 
+    def settings(self) -> dict:
+        """The options and decision cuts of this run, as recorded in ``OUT/history/runs`` (for the report)."""
+        from hashing.align import MATCH_CONFIDENCE
+
+        return {"top_k": self.top_k, "candidates": self.n_candidates, "refine": self.n_refine,
+                "model": self.model, "cluster_similarity": self.cluster_similarity,
+                "version_candidates": self.version_candidates, "version_min_cosine": self.version_min_cosine,
+                "match_confidence": MATCH_CONFIDENCE, "state": self.state_folder(), "history": self.history}
+
     def state_folder(self) -> str | None:
         if self.state is None:
             return None
@@ -84,7 +93,7 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
               "index_files": index, "accounts": matched["accounts"], "version_proposed": versions["proposed"],
               "version_verified": versions["verified"]}
     _ = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key, (INDEX_DIR,),
-                                                cfg.model, cfg.keep_runs)
+                                                cfg.model, cfg.keep_runs, cfg.settings())
     return run_id
 
 

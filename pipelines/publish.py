@@ -40,14 +40,17 @@ class PublishRun(beam.PTransform):
     """The tables (a dict table -> PCollection of rows, plus ``index_files``, ``accounts``,
     ``version_proposed`` and ``version_verified``) -> written to this run's partition, checked, and published
     as the latest tables once every one is written, so this works the same on every runner; then, with
-    ``keep_runs``, the history is pruned to the newest that many runs."""
+    ``keep_runs``, the history is pruned to the newest that many runs. ``settings`` (the run's options and
+    decision cuts) are recorded with the run in ``OUT/history/runs``."""
 
     def __init__(self, out: str, run_id: str, history: bool, n_inputs: int, top_k: int, analysis_key: str,
-                 extra_tables: tuple[str, ...] = (), model: str | None = None, keep_runs: int | None = None):
+                 extra_tables: tuple[str, ...] = (), model: str | None = None, keep_runs: int | None = None,
+                 settings: dict | None = None):
         super().__init__()
         self.out, self.run_id, self.history = out, run_id, history
         self.n_inputs, self.top_k, self.analysis_key = n_inputs, top_k, analysis_key
         self.extra_tables, self.model, self.keep_runs = extra_tables, model, keep_runs
+        self.settings = settings or {}
         self.started_at = dt.datetime.now(dt.UTC)
 
     def expand(self, parts: dict[str, beam.PCollection]) -> beam.PCollection:
@@ -60,7 +63,7 @@ class PublishRun(beam.PTransform):
                 parts[table] | f"Count {table}" >> beam.combiners.Count.Globally())
         publish = dict(out=self.out, run_id=self.run_id, tables=[*OUTPUTS, *self.extra_tables],
                        history=self.history, started_at=self.started_at, inputs=self.n_inputs,
-                       analysis_key=self.analysis_key, keep_runs=self.keep_runs)
+                       analysis_key=self.analysis_key, keep_runs=self.keep_runs, settings=self.settings)
         return (
             parts["tracks"].pipeline
             | "Publish trigger" >> beam.Create([None])

@@ -42,6 +42,7 @@ RUNS_SCHEMA = pa.schema([
     pa.field("run_id", pa.string(), nullable=False), pa.field("started_at", pa.timestamp("s", tz="UTC")),
     pa.field("finished_at", pa.timestamp("s", tz="UTC")), ("inputs", pa.int64()), ("analysis_key", pa.string()),
     ("counters", pa.string()),
+    ("settings", pa.string()),  # JSON: the options and decision cuts the run used (RunConfig.settings)
 ])
 RAW = CompressionTypes.UNCOMPRESSED
 _RUN_DIR = re.compile(r"/run=([^/]+)/")
@@ -189,12 +190,13 @@ def _published_runs(out: str) -> list[str]:
 
 
 def record_run(out: str, run_id: str, started: dt.datetime, finished: dt.datetime, inputs: int,
-               analysis_key: str, counters: dict) -> str:
+               analysis_key: str, counters: dict, settings: dict | None = None) -> str:
     """Append this run to ``OUT/history/runs`` (one Parquet file per completed run; ``counters`` are the
-    row counts of its tables)."""
+    row counts of its tables, ``settings`` the options and decision cuts it ran with)."""
     table = pa.table({
         "run_id": [run_id], "started_at": [started], "finished_at": [finished], "inputs": [inputs],
         "analysis_key": [analysis_key], "counters": [json.dumps(counters, sort_keys=True)],
+        "settings": [json.dumps(settings or {}, sort_keys=True)],
     }, schema=RUNS_SCHEMA.with_metadata({"mirmatch.table": RUNS, "mirmatch.run_id": run_id,
                                          "mirmatch.analysis_key": analysis_key}))
     sink = pa.BufferOutputStream()
@@ -206,13 +208,15 @@ def record_run(out: str, run_id: str, started: dt.datetime, finished: dt.datetim
 
 
 def publish_run(_, *, out: str, run_id: str, tables: list[str], history: bool, started_at: dt.datetime,
-                inputs: int, analysis_key: str, keep_runs: int | None = None, **side) -> str:
+                inputs: int, analysis_key: str, keep_runs: int | None = None, settings: dict | None = None,
+                **side) -> str:
     """The pipeline's last step (its side inputs are every table's written files and row counts): with history,
-    record this run (first, so that the next run never takes a published partition for a killed run's),
-    publish its tables, then prune the history to the newest ``keep_runs`` runs. Returns the run id."""
+    record this run and its ``settings`` (first, so that the next run never takes a published partition for a
+    killed run's), publish its tables, then prune the history to the newest ``keep_runs`` runs. Returns the
+    run id."""
     if history:
         rows = {name.removeprefix("rows_"): int(n) for name, n in side.items() if name.startswith("rows_")}
-        record_run(out, run_id, started_at, dt.datetime.now(dt.UTC), inputs, analysis_key, rows)
+        record_run(out, run_id, started_at, dt.datetime.now(dt.UTC), inputs, analysis_key, rows, settings)
     publish(out, run_id, tables, history, analysis_key)
     if history and keep_runs:
         prune_runs(out, keep_runs)

@@ -25,6 +25,16 @@ def table_uri(path: str) -> str:
     return Path(os.path.abspath(path.removeprefix("file://"))).as_uri()
 
 
+def path_of_uri(uri: str) -> str:
+    """The path Beam's file systems open for a table's URI: ``file:///abs/path`` back to ``/abs/path``
+    (percent-decoded); other schemes unchanged. The inverse of ``table_uri``."""
+    if uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri
+
+
 def read_manifest(path: str) -> list[str]:
     """Paths listed one per line in a text manifest (blank lines and # comments ignored)."""
     with FileSystems.open(path) as f:

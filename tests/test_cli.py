@@ -12,7 +12,7 @@ from pipelines.query import query
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("command", ["run", "query", "demo", "train"])
+@pytest.mark.parametrize("command", ["run", "query", "report", "demo", "train"])
 def test_every_subcommand_answers_help(command):
     proc = subprocess.run([sys.executable, "-m", "pipelines", command, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "usage: mirmatch" in proc.stdout

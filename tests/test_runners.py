@@ -176,7 +176,7 @@ def test_portable_runner_runs_the_whole_pipeline(job_service, tiny_corpus, bad_i
     root = tiny_corpus["root"]
     out = tmp_path / "out"
     argv = ["run", "--audio", f"{root}/audio/*", "--midi", f"{root}/midi/*.mid", "--out", str(out),
-            "--runner=PortableRunner", f"--job_endpoint={job_service}", "--environment_type=LOOPBACK"]
+            "--runner=PortableRunner", f"--job_endpoint={job_service}", "--environment_type=LOOPBACK", "--no-report"]
     for path in bad_inputs["audio"]:
         argv += ["--audio", path]
     for path in bad_inputs["midi"]:
