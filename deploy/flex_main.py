@@ -14,13 +14,21 @@ import sys
 
 #: template parameter name -> `mirmatch run` option (parameter names may not contain '-')
 PARAMETERS = {"--top_k": "--top-k", "--cluster_similarity": "--cluster-similarity"}
+#: template parameters that are `mirmatch run` switches: "true" gives the switch, "false" leaves it out
+SWITCHES = {"--export_aligned_midi": "--export-aligned-midi", "--export_jams": "--export-jams"}
 
 
 def translate(argv: list[str]) -> list[str]:
-    """The template's arguments as `mirmatch run` arguments (``--top_k=5`` -> ``--top-k=5``)."""
+    """The template's arguments as `mirmatch run` arguments (``--top_k=5`` -> ``--top-k=5``,
+    ``--export_jams=true`` -> ``--export-jams``)."""
     out = ["run"]
     for arg in argv:
         name, sep, value = arg.partition("=")
+        if name in SWITCHES:
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"mirmatch: error: {name} must be true or false, got {value!r}")
+            out += [SWITCHES[name]] if value.lower() == "true" else []
+            continue
         out.append(PARAMETERS.get(name, name) + sep + value)
     return out
 

@@ -49,6 +49,11 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                              "(default: keep every run)")
     parser.add_argument("--no-report", action="store_true",
                         help="do not write the run report OUT/report/index.html after publishing the tables")
+    parser.add_argument("--export-aligned-midi", action="store_true",
+                        help="also write each match's MIDI file re-timed onto its recording, "
+                             "OUT/aligned_midi/<audio_id>/<midi_id>.mid")
+    parser.add_argument("--export-jams", action="store_true",
+                        help="also write each ok track's segments as JAMS (segment_open), OUT/jams/<track_id>.jams")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
 
@@ -190,7 +195,8 @@ def run_config(args: argparse.Namespace, beam_args: list[str]):
                      n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args,
                      state=None if args.no_state else args.state, run_id=args.run_id,
                      history=not args.no_history, cluster_similarity=args.cluster_similarity,
-                     version_candidates=args.version_candidates, keep_runs=args.keep_runs)
+                     version_candidates=args.version_candidates, keep_runs=args.keep_runs,
+                     export_aligned_midi=args.export_aligned_midi, export_jams=args.export_jams)
 
 
 #: Exit code of a run that completed but could analyse none of its inputs (../shared/CONTRACT.md).

@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from encoders.media import MIDI_EXTENSIONS
 from pipelines.analyse import ERRORS, FEATURES, SEGMENTS, TRACKS, AnalyseTracks
 from pipelines.audio_index import INDEX_DIR, WriteAudioIndex
+from pipelines.exports import add_exports
 from pipelines.match import MatchMidiToAudio
 from pipelines.publish import PublishRun
 from pipelines.runs import new_run_id, remove_incomplete_runs, scratch_folder, staged_folder
@@ -45,6 +46,8 @@ class RunConfig:
     state: str | None = ""  # results kept between runs; "" = OUT/_state, None = keep nothing
     run_id: str | None = None  # default: the start time (pipelines.runs.new_run_id)
     history: bool = True  # keep each run's tables in OUT/history/<table>/run=<id>/
+    export_aligned_midi: bool = False  # OUT/aligned_midi/<audio_id>/<midi_id>.mid (pipelines.exports)
+    export_jams: bool = False  # OUT/jams/<track_id>.jams
     keep_runs: int | None = None  # prune the history to the newest N completed runs after publishing
 
     def settings(self) -> dict:
@@ -92,8 +95,9 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
               "matches": matched["matches"], "alignments": matched["alignments"], "clusters": versions["clusters"],
               "index_files": index, "accounts": matched["accounts"], "version_proposed": versions["proposed"],
               "version_verified": versions["verified"]}
-    _ = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key, (INDEX_DIR,),
-                                                cfg.model, cfg.keep_runs, cfg.settings())
+    published = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key,
+                                                 (INDEX_DIR,), cfg.model, cfg.keep_runs, cfg.settings())
+    add_exports(published, tables, cfg.out, cfg.export_aligned_midi, cfg.export_jams)
     return run_id
 
 

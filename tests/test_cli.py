@@ -72,6 +72,16 @@ def test_version_options_reach_the_run_config(capsys):
     assert "must be 0 or more" in capsys.readouterr().err
 
 
+def test_export_flags_reach_the_run_config():
+    from pipelines.cli import build_parser, run_config
+
+    base = ["run", "--audio", "a/*", "--out", "o"]
+    defaults = run_config(build_parser().parse_args(base), [])
+    assert (defaults.export_aligned_midi, defaults.export_jams) == (False, False)
+    cfg = run_config(build_parser().parse_args(base + ["--export-aligned-midi", "--export-jams"]), [])
+    assert (cfg.export_aligned_midi, cfg.export_jams) == (True, True)
+
+
 def test_version_flag():
     proc = subprocess.run([sys.executable, "-m", "pipelines", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("mirmatch ") and proc.stdout.split()[1][0].isdigit()
