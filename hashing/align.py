@@ -1,4 +1,9 @@
-"""Refining candidate MIDI-audio pairs: CQT DTW, a confidence in [0, 1] and the time map."""
+"""Refining candidate MIDI-audio pairs: CQT DTW, its null alignments and the time map.
+
+The decisions made from them are ``hashing.decisions``'s. ``cohort_normalise`` and ``confidence_from_score``
+are the previous decision (the DTW score against the median of the recording's other candidates, with cuts
+fitted on soundfont renderings), kept as the baseline ``tests/bench/eval_decisions.py`` measures against.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ MAX_MAP_POINTS = 512
 #: Pairs with more DTW cells than this (e.g. a score against a three-hour recording) are aligned on frames
 #: averaged k at a time on both sides, so memory stays bounded (~0.3 GB); tempo ratios are unchanged.
 MAX_DTW_CELLS = 24_000_000
-#: A pair is reported as a match (``is_match``) when its confidence is above this.
+#: The previous decision's cut (kept for the baseline); decisions are ``hashing.decisions``'s.
 MATCH_CONFIDENCE = 0.5
 
 
@@ -37,6 +42,10 @@ class PairAlignment:
     score: float  # normalised DTW distance, lower is better (~1 for unrelated tracks)
     midi_times_s: np.ndarray  # monotonic time map, MIDI side
     audio_times_s: np.ndarray  # monotonic time map, audio side
+    #: scores of the same alignment with the MIDI side's order destroyed (``null_features``): what this pair
+    #: scores by chance, at its own lengths and timbres (``hashing.decisions.match_margin``)
+    null_scores: tuple[float, ...] = ()
+    aligned_s: float = 0.0  # seconds of music aligned on the shorter side
 
 
 def confidence_from_score(score: float | np.ndarray, threshold: float = SCORE_THRESHOLD,
@@ -108,15 +117,52 @@ def time_map(midi_idx: np.ndarray, audio_idx: np.ndarray, frame_rate: float) -> 
     return midi_frames[keep] / frame_rate, audio_frames[keep] / frame_rate
 
 
-def align_pair(midi_cqt: np.ndarray, audio_cqt: np.ndarray, frame_rate: float) -> PairAlignment:
-    """Subsequence DTW of the shorter sequence inside the longer one.
+#: Null surrogates of a pair, in the order they are aligned: (kind, amount). "reverse": the MIDI side's features
+#: reversed in time and rotated by that share of their length (keeps register, instruments and key, not the order
+#: of the music); "shift": transposed by that many semitones, wrapping round (keeps the rhythm and percussion, not
+#: the pitches). Percussive pairs fool the first kind and sustained ones the second; together they bound what a
+#: pair scores by chance at its own lengths (the fit collection: unrelated pairs' margin at most 0.11 with all six,
+#: 0.24 with reversals only).
+NULLS = (("reverse", 0.0), ("shift", 6), ("reverse", 1 / 3), ("shift", 3), ("reverse", 2 / 3), ("shift", 9))
+#: Null alignment stops once a pair scores worse than one of its nulls (margin below this): it is no match
+#: under any calibration, and most candidate pairs stop after one null.
+NULL_STOP_MARGIN = 0.0
+
+
+def null_features(midi_f: np.ndarray, kind: str, amount: float) -> np.ndarray:
+    """One null surrogate (``NULLS``) of a MIDI file's alignment features."""
+    if kind == "reverse":
+        reversed_f = midi_f[::-1]
+        return np.ascontiguousarray(np.roll(reversed_f, int(amount * len(reversed_f)), axis=0))
+    return np.ascontiguousarray(np.roll(midi_f, int(amount), axis=1))
+
+
+def null_scores(midi_f: np.ndarray, audio_f: np.ndarray, score: float,
+                stop_margin: float = NULL_STOP_MARGIN) -> tuple[float, ...]:
+    """The scores of the pair's null alignments, in ``NULLS`` order, stopping once one scores better than
+    ``score + stop_margin``."""
+    scores: list[float] = []
+    for kind, amount in NULLS:
+        scores.append(float(_subsequence_path(null_features(midi_f, kind, amount), audio_f)[0].score))
+        if scores[-1] - score < stop_margin:
+            break
+    return tuple(scores)
+
+
+def align_pair(midi_cqt: np.ndarray, audio_cqt: np.ndarray, frame_rate: float, nulls: bool = True) -> PairAlignment:
+    """Subsequence DTW of the shorter sequence inside the longer one, and of the MIDI side's null surrogates.
 
     Cost: cosine distance between alignment features; non-diagonal steps pay the median cost (Raffel &
     Ellis); the score is the path's mean cost over the mean of the spanned cost submatrix.
     """
-    result, midi_idx, audio_idx = _subsequence_path(alignment_features(midi_cqt), alignment_features(audio_cqt))
+    midi_f, audio_f = alignment_features(midi_cqt), alignment_features(audio_cqt)
+    result, midi_idx, audio_idx = _subsequence_path(midi_f, audio_f)
     midi_times, audio_times = time_map(midi_idx, audio_idx, frame_rate)
-    return PairAlignment(score=float(result.score), midi_times_s=midi_times, audio_times_s=audio_times)
+    nulls_found = null_scores(midi_f, audio_f, float(result.score)) if nulls else ()
+    shorter = audio_idx if len(audio_f) <= len(midi_f) else midi_idx
+    aligned_s = float(np.ptp(shorter) + 1) / frame_rate if len(shorter) else 0.0
+    return PairAlignment(score=float(result.score), midi_times_s=midi_times, audio_times_s=audio_times,
+                         null_scores=nulls_found, aligned_s=aligned_s)
 
 
 def refine_time_map(midi_cqt: np.ndarray, audio_cqt: np.ndarray, frame_rate: float) -> tuple[np.ndarray, np.ndarray]:

@@ -4,9 +4,9 @@ The non-Beam entry point of mirmatch, beside the CLI (``pipelines.cli``): each f
 the pipeline's stages call, in the same order, so a result here is the pipeline's for the same files:
 
 * analysis: ``encoders.analyze.analyze_source`` with the hash model of ``--model`` (``pipelines.analyse``);
-* matching: the hash cascade (``hashing.cascade.HashCascade``), CQT DTW (``hashing.align.align_pair``), cohort
-  normalisation and calibration (``cohort_normalise``, ``confidence_from_score``), the sharper time map of a
-  likely match (``refine_time_map``) and the cut (``is_match``), as ``pipelines.match.RefineCandidates`` and
+* matching: the hash cascade (``hashing.cascade.HashCascade``), CQT DTW and its null alignments
+  (``hashing.align.align_pair``), the decision (``hashing.decisions``: margin, confidence, ``is_match``) and the
+  sharper time map of a likely match (``refine_time_map``), as ``pipelines.match.RefineCandidates`` and
   ``RankMatches`` do;
 * versions: the embeddings' cosine similarity (``hashing.clustering.knn_graph``, faiss) and its verification by
   Qmax (``hashing.version_align.verified_similarity``), as ``pipelines.versions`` does.
@@ -15,12 +15,8 @@ It lives in ``pipelines/`` because it needs both rooms below: ``encoders`` (medi
 (comparing them); ``hashing`` does not import the analysis, and ``encoders`` imports ``hashing`` only for one
 array helper, so neither room may hold a facade over the other.
 
-Confidence and the cohort: in a run, a pair's DTW score is normalised against the scores of the other MIDI
-files aligned with the same recording (their median, once there are ``hashing.align.MIN_COHORT`` = 3 scores;
-fewer use ``DEFAULT_COHORT_MEDIAN``, the typical score of unrelated pairs). :func:`match` on one pair is a
-cohort of one, so its confidence is the pipeline's for a recording with a single candidate; pass ``cohort``
-(the other MIDI files a run would align with this recording) to get the run's confidence exactly. The raw
-score (``dtw_score``) does not depend on the cohort.
+A pair's confidence depends on the pair alone (its DTW score against its own null alignments, and how much
+music it aligns: ``hashing.decisions``), so :func:`match` on one pair gives exactly the run's confidence.
 
 Every function takes paths (local, or ``gs://...`` through Beam's file systems) or analyses from
 :func:`analyze`, which saves decoding a file again for each call. The examples read the tiny test corpus
@@ -32,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -118,9 +113,12 @@ class MatchResult:
     audio_uri: str
     midi_id: str
     audio_id: str
-    confidence: float  # in [0, 1], calibrated, normalised against the cohort (module docstring)
-    is_match: bool  # confidence above hashing.align.MATCH_CONFIDENCE
-    dtw_score: float  # raw normalised CQT DTW cost, lower is better (~1 for unrelated tracks); cohort-free
+    confidence: float  # in [0, 1], calibrated (hashing.decisions.match_confidence)
+    is_match: bool  # confidence above 0.5
+    dtw_score: float  # raw normalised CQT DTW cost, lower is better (~1 for unrelated tracks)
+    null_score: float  # the best null alignment's score (hashing.align.null_features)
+    margin: float  # null_score - dtw_score: about 0 for unrelated music, 0.2-0.7 for a match
+    aligned_s: float  # seconds of music aligned on the shorter side
     hamming_distance: int  # track-code Hamming distance (the cascade's stage 1)
     hash_dtw_distance: float  # hash-sequence DTW distance (stage 2)
     midi_times_s: np.ndarray  # (n,) monotonic time map, MIDI side, seconds
@@ -156,17 +154,16 @@ class MatchResult:
             return retime_midi(parse_midi(f.read()), self.midi_times_s, self.audio_times_s)
 
 
-def match(midi: Track, audio: Track, *, cohort: Sequence[Track] = (), model: str | None = None) -> MatchResult:
+def match(midi: Track, audio: Track, *, model: str | None = None, calibration: str | None = None) -> MatchResult:
     """Match one MIDI file with one recording: confidence, is_match, the aligned span and the time map.
 
     Parameters
     ----------
     midi, audio : path or TrackAnalysis
-    cohort : paths or analyses of other MIDI files
-        The other MIDI files a run would align with this recording; their scores normalise this pair's as in the
-        pipeline (module docstring). Default: none, a cohort of one.
     model : str or None
         The hash model, as ``--model``.
+    calibration : str or None
+        Decision settings written by ``mirmatch calibrate``, as ``--calibration`` (default: the shipped ones).
 
     Returns
     -------
@@ -186,21 +183,26 @@ def match(midi: Track, audio: Track, *, cohort: Sequence[Track] = (), model: str
     (False, True)
     """
     from encoders.features import FRAME_RATE
-    from hashing.align import REFINE_MIN_CONFIDENCE, align_pair, cohort_normalise, confidence_from_score, is_match
+    from hashing.align import align_pair
     from hashing.align import refine_time_map as refine
     from hashing.cascade import HashCascade
+    from hashing.decisions import REFINE_MIN_CONFIDENCE, is_match, match_confidence, match_margin
+    from pipelines.pipeline import RunConfig
+
+    settings = RunConfig([], [], "", calibration=calibration).decisions().match
 
     m, a = _analysis(midi, "midi", model), _analysis(audio, "audio", model)
     cascade = HashCascade(a.track_code[None, :], [a.frame_codes])  # a database of one: the pair always survives
     proposed = cascade.query(m.track_code, m.frame_codes)
     alignment = align_pair(m.cqt, a.cqt, FRAME_RATE)
-    others = [align_pair(_analysis(c, "midi", model).cqt, a.cqt, FRAME_RATE).score for c in cohort]
-    confidence = float(confidence_from_score(cohort_normalise(np.array([alignment.score, *others])))[0])
+    margin = match_margin(alignment.score, alignment.null_scores)
+    confidence = match_confidence(margin, alignment.aligned_s, settings)
     midi_times, audio_times = alignment.midi_times_s, alignment.audio_times_s
     if confidence >= REFINE_MIN_CONFIDENCE:
         midi_times, audio_times = refine(m.cqt, a.cqt, FRAME_RATE)
     return MatchResult(midi_uri=m.uri, audio_uri=a.uri, midi_id=m.track_id, audio_id=a.track_id,
                        confidence=confidence, is_match=is_match(confidence), dtw_score=alignment.score,
+                       null_score=min(alignment.null_scores), margin=margin, aligned_s=alignment.aligned_s,
                        hamming_distance=int(proposed.hamming[0]), hash_dtw_distance=float(proposed.dtw_distance[0]),
                        midi_times_s=np.asarray(midi_times, dtype=np.float64),
                        audio_times_s=np.asarray(audio_times, dtype=np.float64))

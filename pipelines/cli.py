@@ -31,9 +31,12 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", type=int, default=10,
                         help="of those, how many hash-sequence DTW keeps for CQT alignment (default 10)")
     parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
-    parser.add_argument("--cluster-similarity", type=float, default=0.80,
-                        help="verified similarity at which two tracks count as versions (default 0.80; lower "
-                             "finds more versions with more false merges, see the cover model card)")
+    parser.add_argument("--cluster-similarity", type=float, default=None,
+                        help="also require this verified similarity of a version edge (default: none; an edge "
+                             "counts when it stands out from both tracks' similarities to unrelated tracks, see "
+                             "README 'How decisions are made')")
+    parser.add_argument("--calibration", default=None, metavar="FILE",
+                        help="decision settings written by `mirmatch calibrate` (default: the shipped ones)")
     parser.add_argument("--version-candidates", type=_non_negative_int, default=20,
                         help="nearest neighbours per track verified by alignment for the clusters (default 20)")
     parser.add_argument("--state", default="", metavar="DIR",
@@ -146,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--max-rows", type=_non_negative_int, default=500,
                         help="rows listed per table at most (default 500)")
 
+    calibrate = sub.add_parser(
+        "calibrate", help="re-fit the match and version decisions on labelled pairs",
+        description="Re-fit the decision settings (the is_match margin cut, the version z cut) on labelled pairs "
+                    "against the finished run in DIR, and write them to a file that `mirmatch run --calibration` "
+                    "uses. Labelled pairs the run did not score are aligned now (from the state folder's analyses, "
+                    "else from the files).")
+    calibrate.add_argument("dir", help="output folder of a finished run")
+    calibrate.add_argument("--pairs", required=True, metavar="CSV",
+                           help="labels: columns uri_a, uri_b, same (true/false), optional kind (match|version)")
+    calibrate.add_argument("--write", required=True, metavar="FILE", help="where to write the settings (JSON)")
+    calibrate.add_argument("--state", default=None, metavar="DIR", help="the run's state folder (default DIR/_state)")
+    calibrate.add_argument("--model", default=None, help="the run's encoder weights, as `run --model`")
+
     demo = sub.add_parser("demo", help="build the demo corpus if needed and run the pipeline on it",
                           description="Builds a corpus of MIDI files from Debian packages and corrupted "
                                       "renderings of some of them, runs `mirmatch run`, prints a summary.")
@@ -195,6 +211,7 @@ def run_config(args: argparse.Namespace, beam_args: list[str]):
                      n_candidates=args.candidates, n_refine=args.refine, model=args.model, beam_args=beam_args,
                      state=None if args.no_state else args.state, run_id=args.run_id,
                      history=not args.no_history, cluster_similarity=args.cluster_similarity,
+                     calibration=args.calibration,
                      version_candidates=args.version_candidates, keep_runs=args.keep_runs,
                      export_aligned_midi=args.export_aligned_midi, export_jams=args.export_jams)
 
@@ -243,6 +260,38 @@ def _write_report(out: str, settings: dict, counters: dict) -> None:
               f"`mirmatch report {out}` retries it", file=sys.stderr)
         return
     print(f"mirmatch: report {report.index} ({report.size_bytes >> 10} KB)", file=sys.stderr)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.calibrate import LabelError, calibrate, read_labels
+
+    try:
+        with FileSystems.open(args.pairs) as f:
+            labels = read_labels(f.read().decode("utf-8"), args.pairs)
+        settings, lines = calibrate(args.dir, labels, args.state, args.model)
+    except (LabelError, FileNotFoundError, ValueError) as exc:
+        print(f"mirmatch: error: {exc}", file=sys.stderr)
+        return 2
+    with FileSystems.create(args.write) as f:
+        f.write(settings.to_json().encode("utf-8"))
+    for line in lines:
+        print(f"mirmatch: {line}", file=sys.stderr)
+    print(f"mirmatch: wrote {args.write}; use it with `mirmatch run --calibration {args.write}`", file=sys.stderr)
+    return 0
+
+
+def check_calibration(parser: argparse.ArgumentParser, path: str | None) -> None:
+    """A usage error (exit 2) for a --calibration file that cannot be read, before anything runs."""
+    if not path:
+        return
+    from pipelines.pipeline import RunConfig
+
+    try:
+        RunConfig([], [], "", calibration=path).decisions()
+    except Exception as exc:
+        parser.error(f"--calibration {path}: {exc}")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -334,12 +383,14 @@ def error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command in ("query", "train", "report") and beam_args:
+    if args.command in ("query", "train", "report", "calibrate") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command in ("run", "demo"):
         reject_unknown_options(parser, beam_args)
     if args.command == "run" and not (args.audio or args.midi):
         parser.error("give at least one --audio or --midi pattern")
+    if args.command in ("run", "demo"):
+        check_calibration(parser, args.calibration)
     _quiet_beam(getattr(args, "verbose", False))
     try:
         if args.command == "run":
@@ -354,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             _query(args, parser)
         elif args.command == "report":
             return _report(args)
+        elif args.command == "calibrate":
+            return _calibrate(args)
         elif args.command == "train":
             _train(args)
     except KeyboardInterrupt:

@@ -128,15 +128,17 @@ class RefineCandidates(beam.DoFn):
     """(audio uri, [CandidateRef]) -> (midi uri, pair result) by CQT DTW, or an `errors` row per pair that
     could not be aligned.
 
-    All MIDI candidates of one audio track meet here, so their scores are normalised against each other
-    (``hashing.align.cohort_normalise``) before they become confidences. The DTW of a pair aligned in an
-    earlier run is reused from the store; only the cheap normalisation is redone, so the result is the same
-    as a full rebuild even when new candidates join the cohort; the tracks' analyses are loaded from the
-    store only for the pairs that still need aligning.
+    Each pair's confidence comes from the pair alone (``hashing.decisions``: its DTW score against its own null
+    alignments, and how much music it aligns), so it does not change with the other files of the collection.
+    The DTW of a pair aligned in an earlier run is reused from the store; the tracks' analyses are loaded from
+    the store only for the pairs that still need aligning.
     """
 
-    def __init__(self, store_root: str, analysis_key: str):
+    def __init__(self, store_root: str, analysis_key: str, settings=None):
+        from hashing.decisions import MatchSettings
+
         self.store_root, self.analysis_key = store_root, analysis_key
+        self.settings = settings or MatchSettings()
         self.aligned = Metrics.counter("mirmatch", "pairs_aligned")
         self.reused = Metrics.counter("mirmatch", "pairs_reused")
         self.failed = Metrics.counter("mirmatch", "pairs_failed")
@@ -151,7 +153,7 @@ class RefineCandidates(beam.DoFn):
         self.timer = StageTimer("align")
 
     def process(self, element: tuple[str, Iterable[CandidateRef]]) -> Iterator:
-        from hashing.align import REFINE_MIN_CONFIDENCE, cohort_normalise, confidence_from_score
+        from hashing.decisions import REFINE_MIN_CONFIDENCE, match_confidence, match_margin
 
         _, refs = element
         aligned = []
@@ -165,8 +167,9 @@ class RefineCandidates(beam.DoFn):
         yield from failures
         if not aligned:
             return
-        normalised = cohort_normalise(np.array([pair.alignment.score for _, pair in aligned]))
-        for (ref, pair), conf in zip(aligned, confidence_from_score(normalised), strict=True):
+        for ref, pair in aligned:
+            margin = match_margin(pair.alignment.score, pair.alignment.null_scores)
+            conf = match_confidence(margin, pair.alignment.aligned_s, self.settings)
             midi_times, audio_times = pair.alignment.midi_times_s, pair.alignment.audio_times_s
             if conf >= REFINE_MIN_CONFIDENCE:
                 try:
@@ -177,7 +180,8 @@ class RefineCandidates(beam.DoFn):
             yield ref.midi_uri, {
                 "midi_id": ref.midi_id, "midi_uri": ref.midi_uri, "audio_id": ref.audio_id,
                 "audio_uri": ref.audio_uri, "confidence": float(conf), "dtw_score": pair.alignment.score,
-                "hamming_distance": ref.hamming_distance,
+                "hamming_distance": ref.hamming_distance, "null_score": min(pair.alignment.null_scores),
+                "margin": margin, "aligned_s": pair.alignment.aligned_s,
                 "midi_times_s": midi_times.tolist(), "audio_times_s": audio_times.tolist(),
             }
         self.progress.step()
@@ -208,7 +212,7 @@ class RefineCandidates(beam.DoFn):
         from hashing.align import align_pair
 
         cached = self.store.load_pair(ref.midi_id, ref.audio_id)
-        if cached is not None:
+        if cached is not None and getattr(cached.alignment, "null_scores", ()):
             self.reused.inc()
             return cached
         midi, audio = self._analyses(ref)
@@ -237,7 +241,7 @@ class RankMatches(beam.DoFn):
         self.matched = Metrics.counter("mirmatch", "matches")
 
     def process(self, element: tuple[str, Iterable[dict]]) -> Iterator:
-        from hashing.align import is_match, rank_pairs
+        from hashing.decisions import is_match, rank_pairs
 
         midi_uri, pairs = element
         pairs = list(pairs)
@@ -250,6 +254,7 @@ class RankMatches(beam.DoFn):
                 "audio_uri": p["audio_uri"], "rank": rank, "confidence": p["confidence"], "is_match": matched,
                 "midi_start_s": mt[0], "midi_end_s": mt[-1], "audio_start_s": at[0], "audio_end_s": at[-1],
                 "dtw_score": p["dtw_score"], "hamming_distance": p["hamming_distance"],
+                "null_score": p["null_score"], "margin": p["margin"], "aligned_s": p["aligned_s"],
             }
             if matched:
                 self.matched.inc()
@@ -264,8 +269,10 @@ class MatchMidiToAudio(beam.PTransform):
     aligned, and ``accounts`` records (stage-2 survivors and ranked pairs per MIDI query) for the run's
     invariants. Also returns ``audio_db``, the side input the stage-1 index is written from."""
 
-    def __init__(self, store_root: str, analysis_key: str, n_candidates: int, n_refine: int, top_k: int):
+    def __init__(self, store_root: str, analysis_key: str, n_candidates: int, n_refine: int, top_k: int,
+                 settings=None):
         super().__init__()
+        self.settings = settings
         self.store_root, self.analysis_key = store_root, analysis_key
         self.n_candidates, self.n_refine, self.top_k = n_candidates, n_refine, top_k
 
@@ -283,8 +290,8 @@ class MatchMidiToAudio(beam.PTransform):
         refined = (
             proposed.candidates
             | "Group by audio" >> beam.GroupByKey()
-            | "DTW refine" >> beam.ParDo(RefineCandidates(self.store_root, self.analysis_key)).with_outputs(
-                ERRORS, main="pairs")
+            | "DTW refine" >> beam.ParDo(RefineCandidates(self.store_root, self.analysis_key, self.settings))
+            .with_outputs(ERRORS, main="pairs")
         )
         ranked = (
             refined.pairs

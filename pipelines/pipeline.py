@@ -39,7 +39,9 @@ class RunConfig:
     n_candidates: int = 100  # survivors of the track-code search (stage 1)
     n_refine: int = 10  # survivors of hash-sequence DTW (stage 2), aligned on CQT
     model: str | None = None
-    cluster_similarity: float = 0.80  # verified similarity (hashing.version_align); val-calibrated 0.75, model card
+    #: an absolute floor on the verified similarity of a version edge, on top of the decision (hashing.decisions);
+    #: None: the decision alone
+    cluster_similarity: float | None = None
     version_candidates: int = 20  # nearest neighbours per track verified by alignment
     version_min_cosine: float = 0.5  # neighbours less similar than this are not verified
     beam_args: list[str] = field(default_factory=list)
@@ -49,15 +51,31 @@ class RunConfig:
     export_aligned_midi: bool = False  # OUT/aligned_midi/<audio_id>/<midi_id>.mid (pipelines.exports)
     export_jams: bool = False  # OUT/jams/<track_id>.jams
     keep_runs: int | None = None  # prune the history to the newest N completed runs after publishing
+    calibration: str | None = None  # decision settings fitted by `mirmatch calibrate` (default: the shipped ones)
+
+    def decisions(self):
+        """The decision settings of this run (``hashing.decisions.DecisionSettings``): ``--calibration``'s file,
+        or the shipped defaults."""
+        from apache_beam.io.filesystems import FileSystems
+
+        from hashing.decisions import DecisionSettings
+
+        if not self.calibration:
+            return DecisionSettings()
+        with FileSystems.open(self.calibration) as f:
+            return DecisionSettings.from_json(f.read().decode("utf-8"))
 
     def settings(self) -> dict:
         """The options and decision cuts of this run, as recorded in ``OUT/history/runs`` (for the report)."""
-        from hashing.align import MATCH_CONFIDENCE
+        from dataclasses import asdict
 
+        decisions = self.decisions()
         return {"top_k": self.top_k, "candidates": self.n_candidates, "refine": self.n_refine,
                 "model": self.model, "cluster_similarity": self.cluster_similarity,
                 "version_candidates": self.version_candidates, "version_min_cosine": self.version_min_cosine,
-                "match_confidence": MATCH_CONFIDENCE, "state": self.state_folder(), "history": self.history}
+                "match_confidence": 0.5, "match_decision": asdict(decisions.match),
+                "version_decision": asdict(decisions.versions), "calibration": self.calibration,
+                "calibration_fitted_on": decisions.fitted_on, "state": self.state_folder(), "history": self.history}
 
     def state_folder(self) -> str | None:
         if self.state is None:
@@ -83,13 +101,15 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
     run_id = run_id or new_run_id()
     key = analysis_key or current_analysis_key(cfg.model)
     store = cfg.state_folder() or scratch_folder(cfg.out, run_id)
+    decisions = cfg.decisions()
     analysed = p | "Inputs" >> beam.Create(inputs) | "Analyse" >> AnalyseTracks(cfg.model, store, key, len(inputs))
-    matched = analysed[FEATURES] | "Match" >> MatchMidiToAudio(store, key, cfg.n_candidates, cfg.n_refine, cfg.top_k)
+    matched = analysed[FEATURES] | "Match" >> MatchMidiToAudio(store, key, cfg.n_candidates, cfg.n_refine, cfg.top_k,
+                                                                  decisions.match)
     index = matched["audio_db"] | "Index" >> WriteAudioIndex(staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history))
     match_edges = matched["matches"] | "Match edges" >> beam.FlatMap(
         lambda m: [(m["midi_id"], m["audio_id"])] if m["is_match"] else [])
     versions = (analysed[FEATURES], match_edges) | "Versions" >> ClusterVersions(
-        cfg.version_candidates, cfg.version_min_cosine, cfg.cluster_similarity)
+        cfg.version_candidates, cfg.version_min_cosine, cfg.cluster_similarity, decisions.versions)
     errors = (analysed[ERRORS], matched["errors"], versions["errors"]) | "All errors" >> beam.Flatten()
     tables = {"tracks": analysed[TRACKS], "errors": errors, "segments": analysed[SEGMENTS],
               "matches": matched["matches"], "alignments": matched["alignments"], "clusters": versions["clusters"],

@@ -47,6 +47,9 @@ TABLES: dict[str, pa.Schema] = {
         *[_required(n, pa.float64()) for n in ("midi_start_s", "midi_end_s", "audio_start_s", "audio_end_s",
                                                 "dtw_score")],
         _required("hamming_distance", pa.int32()),
+        # the decision's evidence (hashing.decisions): the best null alignment's score, how much better the pair
+        # aligns than it (null_score - dtw_score), and the seconds of music aligned on the shorter side
+        *[_required(n, pa.float64()) for n in ("null_score", "margin", "aligned_s")],
     ]),
     "alignments": pa.schema([
         *_required_strings("midi_id", "audio_id"), _times("midi_times_s"), _times("audio_times_s"),

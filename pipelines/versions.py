@@ -20,19 +20,29 @@ VERIFY_STAGE = "verify"
 ERRORS = "errors"
 
 
-def version_candidates(tracks: list[tuple[str, str, str, np.ndarray]], k: int,
-                       min_cosine: float) -> list[tuple[str, tuple[str, float]]]:
-    """(id, (other id, cosine)) for each track's ``k`` nearest neighbours by version embedding (faiss), the
-    pairs to verify by alignment; one pair per two distinct track ids."""
+def version_candidates(tracks: list[tuple[str, str, str, np.ndarray]], k: int, min_cosine: float,
+                       n_references: int = 0) -> list[tuple[str, tuple[str, float, bool]]]:
+    """(id, (other id, cosine, is_reference)) for each track's ``k`` nearest neighbours by version embedding
+    (faiss), the pairs to verify by alignment, and ``n_references`` reference pairs per track
+    (``hashing.decisions.reference_tracks``) whose similarities are the track's null; one pair per two ids."""
     from hashing.clustering import knn_graph
+    from hashing.decisions import reference_tracks
 
     by_id = _tracks_by_id(tracks)
     ids = sorted(by_id)
     if len(ids) < 2:
         return []
-    a, b, cos = knn_graph(np.stack([by_id[i][2] for i in ids]), k, min_cosine)
+    x = np.stack([by_id[i][2] for i in ids]).astype(np.float32)
+    a, b, cos = knn_graph(x, k, min_cosine)
+    pairs = {(ids[i], ids[j]): (float(c), False) for i, j, c in zip(a, b, cos, strict=True)}
+    position = {track_id: i for i, track_id in enumerate(ids)}
+    for track_id in ids if n_references else ():
+        for other in reference_tracks(ids, track_id, n_references):
+            key = (min(track_id, other), max(track_id, other))
+            if key not in pairs:
+                pairs[key] = (float(x[position[track_id]] @ x[position[other]]), True)
     Metrics.counter("mirmatch", "version_candidates").inc(len(a))
-    return [(ids[i], (ids[j], float(c))) for i, j, c in zip(a, b, cos, strict=True)]
+    return [(one, (other, cos, ref)) for (one, other), (cos, ref) in sorted(pairs.items())]
 
 
 def attach_sequence(element: tuple[str, dict]) -> Iterator[tuple[str, tuple]]:
@@ -56,7 +66,8 @@ def _dropped(track_id: str, n_pairs: int) -> TaggedOutput:
 
 
 class VerifyVersions(beam.DoFn):
-    """(id b, {'pairs': [(id a, cosine, sequence a)], 'seq': [sequence b]}) -> (a, b, verified similarity)."""
+    """(id b, {'pairs': [(id a, cosine, is_reference, sequence a)], 'seq': [sequence b]}) -> (a, b, verified
+    similarity, is_reference)."""
 
     def __init__(self):
         self.verified = Metrics.counter("mirmatch", "version_pairs_verified")
@@ -74,11 +85,11 @@ class VerifyVersions(beam.DoFn):
         if pairs and not sequences:
             yield _dropped(b, len(pairs))
             return
-        for a, cosine, seq_a in pairs:
+        for a, cosine, is_reference, seq_a in pairs:
             self.verified.inc()
             with self.timer.time():  # one pair
                 similarity = verified_similarity(cosine, seq_a, sequences[0])
-            yield a, b, similarity
+            yield a, b, similarity, is_reference
 
 
 def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, tuple[str, str, np.ndarray]]:
@@ -89,17 +100,42 @@ def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, t
     return by_id
 
 
-def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], version_edges: list[tuple[str, str, float]],
-                 match_edges: list[tuple[str, str]], min_similarity: float) -> list[dict]:
-    """One `clusters` row per distinct track id, from verified version edges and match edges."""
+def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None
+                  ) -> list[tuple[str, str, float]]:
+    """The verified candidate edges that count as versions (``hashing.decisions``): each track's null is its
+    reference pairs' similarities, and an edge must stand ``settings.min_z`` robust deviations above the nulls of
+    both its ends (and at least ``min_similarity`` when one is given). Returns (a, b, z)."""
+    from hashing.decisions import edge_z, null_model
+
+    references: dict[str, list[float]] = {}
+    for a, b, similarity, is_reference in verified:
+        if is_reference:
+            references.setdefault(a, []).append(similarity)
+            references.setdefault(b, []).append(similarity)
+    nulls = {track_id: null_model(sims, settings.min_spread) for track_id, sims in references.items()}
+    fallback = null_model([], settings.min_spread)
+    kept = []
+    for a, b, similarity, is_reference in verified:
+        if is_reference or (min_similarity is not None and similarity < min_similarity):
+            continue
+        z = edge_z(similarity, nulls.get(a, fallback), nulls.get(b, fallback))
+        if z >= settings.min_z:
+            kept.append((a, b, z))
+    return kept
+
+
+def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], verified: list[tuple[str, str, float, bool]],
+                 match_edges: list[tuple[str, str]], settings, min_similarity: float | None = None) -> list[dict]:
+    """One `clusters` row per distinct track id, from the version edges that count (``decided_edges``) and the
+    match edges."""
     from hashing.clustering import cluster_graph, nearest_versions
 
     by_id = _tracks_by_id(tracks)
     ids = sorted(by_id)
     if not ids:
         return []
-    labels = cluster_graph(ids, version_edges, match_edges, min_similarity)
-    nearest = nearest_versions(version_edges)
+    labels = cluster_graph(ids, decided_edges(verified, settings, min_similarity), match_edges)
+    nearest = nearest_versions([(a, b, s) for a, b, s, is_reference in verified if not is_reference])
     sizes: dict[str, int] = {}
     for label in labels.values():
         sizes[label] = sizes.get(label, 0) + 1
@@ -119,21 +155,27 @@ class ClusterVersions(beam.PTransform):
     hold one small vector or edge per track; verification, the costly part, runs in parallel.
     """
 
-    def __init__(self, k: int, min_cosine: float, min_similarity: float):
+    def __init__(self, k: int, min_cosine: float, min_similarity: float | None, settings=None):
+        from hashing.decisions import REFERENCE_TRACKS, VersionSettings
+
         super().__init__()
         self.k, self.min_cosine, self.min_similarity = k, min_cosine, min_similarity
+        self.settings = settings or VersionSettings()
+        self.n_references = REFERENCE_TRACKS
 
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> dict[str, beam.PCollection]:
         features, match_edges = inputs
-        k, min_cosine, similarity = self.k, self.min_cosine, self.min_similarity
+        k, min_cosine, similarity, settings = self.k, self.min_cosine, self.min_similarity, self.settings
+        n_references = self.n_references if k else 0
         embeddings = features | "Version embeddings" >> beam.Map(
             lambda t: (t.track_id, t.uri, t.modality, t.cover_embedding))
         sequences = features | "Version sequences" >> beam.Map(lambda t: (t.track_id, t.version_sequence))
         to_verify = (
             features.pipeline
             | "Version trigger" >> beam.Create([None])
-            | "Version candidates" >> beam.FlatMap(lambda _, tracks: version_candidates(tracks, k, min_cosine),
-                                                   beam.pvalue.AsList(embeddings))
+            | "Version candidates" >> beam.FlatMap(
+                lambda _, tracks: version_candidates(tracks, k, min_cosine, n_references),
+                beam.pvalue.AsList(embeddings))
         )
         first_sent = (
             {"pairs": to_verify, "seq": sequences}
@@ -149,7 +191,7 @@ class ClusterVersions(beam.PTransform):
             features.pipeline
             | "Cluster trigger" >> beam.Create([None])
             | "Cluster" >> beam.FlatMap(
-                lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, similarity),
+                lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, settings, similarity),
                 beam.pvalue.AsList(embeddings), beam.pvalue.AsList(verified.edges), beam.pvalue.AsList(match_edges))
         )
         errors = (first_sent[ERRORS], verified[ERRORS]) | "Verification errors" >> beam.Flatten()

@@ -66,7 +66,7 @@ def test_version_options_reach_the_run_config(capsys):
     cfg = run_config(args, [])
     assert (cfg.cluster_similarity, cfg.version_candidates) == (0.9, 0)
     defaults = run_config(build_parser().parse_args(["run", "--audio", "a", "--midi", "m", "--out", "o"]), [])
-    assert (defaults.cluster_similarity, defaults.version_candidates) == (0.80, 20)
+    assert (defaults.cluster_similarity, defaults.version_candidates, defaults.calibration) == (None, 20, None)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--audio", "a", "--midi", "m", "--out", "o", "--version-candidates", "-1"])
     assert "must be 0 or more" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pretty_midi
 import pytest
 
 from pipelines.cli import main
+from pipelines.sources import path_of_uri
 from tests.conftest import read_table
 
 
@@ -43,7 +44,7 @@ def test_aligned_midi_onsets_land_on_the_recordings_true_times(export_out, tiny_
         row = alignments[(Path(pair["midi"]).name, Path(pair["audio"]).name)]
         path = export_out / "aligned_midi" / row["audio_id"] / f"{row['midi_id']}.mid"
         aligned = _pitched_onsets(pretty_midi.PrettyMIDI(str(path)))
-        original = _pitched_onsets(pretty_midi.PrettyMIDI(row["midi_uri"]))
+        original = _pitched_onsets(pretty_midi.PrettyMIDI(path_of_uri(row["midi_uri"])))
         true_midi, true_audio = np.array(pair["midi_times_s"]), np.array(pair["audio_times_s"])
         lo, hi = row["midi_times_s"][0], row["midi_times_s"][-1]
         errors, unaligned = [], []

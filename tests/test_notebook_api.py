@@ -37,9 +37,9 @@ def test_analysis_is_the_pipelines(analyses, pipeline_out):
         assert analysis.duration_s == pytest.approx(tracks[uri]["duration_s"], abs=1e-9)
 
 
-def test_match_with_the_runs_cohort_gives_the_runs_rows(analyses, pipeline_out):
-    """Every MIDI file reached every recording of the tiny corpus, so a recording's cohort in the run is every ok
-    MIDI file: with it the API reproduces each `matches` row, and each `alignments` time map, exactly."""
+def test_match_gives_the_runs_rows(analyses, pipeline_out):
+    """A pair's decision depends on the pair alone: the API reproduces each `matches` row, and each `alignments`
+    time map, exactly."""
     from pipelines.api import match
 
     midi = sorted(u for u, a in analyses.items() if a.modality == "midi")
@@ -47,11 +47,11 @@ def test_match_with_the_runs_cohort_gives_the_runs_rows(analyses, pipeline_out):
     rows = read_table(pipeline_out, "matches")
     assert len(rows) == len(midi) * 5  # top 5 of 5 recordings: all pairs ranked
     for row in rows:
-        cohort = [analyses[u] for u in midi if u != row["midi_uri"]]
-        result = match(analyses[row["midi_uri"]], analyses[row["audio_uri"]], cohort=cohort)
+        result = match(analyses[row["midi_uri"]], analyses[row["audio_uri"]])
         assert result.confidence == pytest.approx(row["confidence"], abs=1e-12)
         assert result.is_match == row["is_match"]
         assert result.dtw_score == pytest.approx(row["dtw_score"], abs=1e-12)
+        assert (result.margin, result.aligned_s) == pytest.approx((row["margin"], row["aligned_s"]), abs=1e-12)
         assert result.hamming_distance == row["hamming_distance"]
         assert (result.midi_start_s, result.audio_end_s) == pytest.approx((row["midi_start_s"], row["audio_end_s"]))
         if row["is_match"]:
@@ -60,15 +60,14 @@ def test_match_with_the_runs_cohort_gives_the_runs_rows(analyses, pipeline_out):
             np.testing.assert_allclose(result.audio_times_s, kept["audio_times_s"], atol=1e-12)
 
 
-def test_one_pair_is_a_cohort_of_one(analyses, tiny_corpus):
-    from hashing.align import DEFAULT_COHORT_MEDIAN, confidence_from_score
+def test_true_pairs_match_on_the_recordings_time_base(analyses, tiny_corpus):
+    from hashing.decisions import match_confidence
     from pipelines.api import match
 
     by_name = {Path(u).name: a for u, a in analyses.items()}
     for pair in tiny_corpus["pairs"]:
         result = match(by_name[Path(pair["midi"]).name], by_name[Path(pair["audio"]).name])
-        alone = float(confidence_from_score(result.dtw_score - DEFAULT_COHORT_MEDIAN))
-        assert result.confidence == pytest.approx(alone)
+        assert result.confidence == pytest.approx(match_confidence(result.margin, result.aligned_s))
         assert result.is_match
         true_midi, true_audio = np.array(pair["midi_times_s"]), np.array(pair["audio_times_s"])
         inside = (result.midi_times_s >= true_midi[0]) & (result.midi_times_s <= true_midi[-1])

@@ -48,7 +48,10 @@ class Report:
 
 
 def _name(uri: str) -> str:
-    return PurePosixPath(uri or "").name or str(uri)
+    """A track's file name for figures and tables (file:// uris percent-decoded)."""
+    from pipelines.sources import path_of_uri
+
+    return PurePosixPath(path_of_uri(uri or "")).name or str(uri)
 
 
 def _default_settings(out: str) -> dict:
@@ -276,8 +279,11 @@ def _errors_section(tables: RunTables, limits: ReportLimits) -> str:
     errors = sorted(tables.rows("errors"), key=lambda e: (e.get("severity") != "error", e["stage"], e["uri"]))
     if not errors:
         return paragraph("No errors and no warnings.")
-    rows = [(e.get("severity") or "error", e["stage"], e["error_type"], e["uri"], e["message"]) for e in errors]
-    return table(["severity", "stage", "type", "uri", "message"], rows, limits.max_rows, "errors and warnings",
+    from pipelines.sources import path_of_uri
+
+    rows = [(e.get("severity") or "error", e["stage"], e["error_type"], path_of_uri(e["uri"]), e["message"])
+            for e in errors]
+    return table(["severity", "stage", "type", "file", "message"], rows, limits.max_rows, "errors and warnings",
                  [r[0] for r in rows])
 
 
