@@ -154,3 +154,41 @@ def nearest_versions(edges: Iterable[tuple[str, str, float]]) -> dict[str, tuple
             if one not in nearest or (-similarity, other) < (-nearest[one][0], nearest[one][1]):
                 nearest[one] = (similarity, other)
     return nearest
+
+
+def stable_labels(labels: dict[str, str], previous: dict[str, str]) -> dict[str, str]:
+    """Cluster ids that carry over from a previous assignment (``previous``: id -> cluster id).
+
+    Each new cluster (tracks sharing a label in ``labels``) takes the previous id held by most of its members
+    (ties: the smallest id), the largest carrier first, each previous id at most once: a cluster that keeps
+    members keeps its id, gaining or losing some; where a cluster splits, its biggest part keeps the id. A
+    cluster with no previous id to take is named by its smallest member id not already in use. Deterministic
+    whatever the order of the inputs.
+    """
+    groups: dict[str, list[str]] = {}
+    for track_id in sorted(labels):
+        groups.setdefault(labels[track_id], []).append(track_id)
+    votes = {}
+    for label, members in groups.items():
+        counts: dict[str, int] = {}
+        for m in members:
+            if m in previous:
+                counts[previous[m]] = counts.get(previous[m], 0) + 1
+        votes[label] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    taken: set[str] = set()
+    named: dict[str, str] = {}
+    order = sorted(groups, key=lambda g: (-(votes[g][0][1] if votes[g] else 0), groups[g][0]))
+    for label in order:
+        for old, _ in votes[label]:
+            if old not in taken:
+                named[label] = old
+                taken.add(old)
+                break
+    reserved = taken | set(previous.values())
+    for label in order:
+        if label in named:
+            continue
+        free = [m for m in groups[label] if m not in reserved]
+        named[label] = free[0] if free else groups[label][0] + "-" + str(len(named))
+        reserved.add(named[label])
+    return {track_id: named[labels[track_id]] for track_id in labels}

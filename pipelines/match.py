@@ -167,8 +167,8 @@ class RefineCandidates(beam.DoFn):
         yield from failures
         if not aligned:
             return
-        for ref, pair in aligned:
-            margin = match_margin(pair.alignment.score, pair.alignment.null_scores)
+        margins = [match_margin(pair.alignment.score, pair.alignment.null_scores) for _, pair in aligned]
+        for (ref, pair), margin in zip(aligned, margins, strict=True):
             conf = match_confidence(margin, pair.alignment.aligned_s, self.settings)
             midi_times, audio_times = pair.alignment.midi_times_s, pair.alignment.audio_times_s
             if conf >= REFINE_MIN_CONFIDENCE:
@@ -181,7 +181,7 @@ class RefineCandidates(beam.DoFn):
                 "midi_id": ref.midi_id, "midi_uri": ref.midi_uri, "audio_id": ref.audio_id,
                 "audio_uri": ref.audio_uri, "confidence": float(conf), "dtw_score": pair.alignment.score,
                 "hamming_distance": ref.hamming_distance, "null_score": min(pair.alignment.null_scores),
-                "margin": margin, "aligned_s": pair.alignment.aligned_s,
+                "margin": margin, "aligned_s": pair.alignment.aligned_s, "audio_best_margin": max(margins),
                 "midi_times_s": midi_times.tolist(), "audio_times_s": audio_times.tolist(),
             }
         self.progress.step()
@@ -236,15 +236,21 @@ class RankMatches(beam.DoFn):
     """(midi uri, pair results) -> the top-K `matches` rows, `alignments` rows for the matches, and an
     ``accounts`` record of how many pairs arrived."""
 
-    def __init__(self, top_k: int):
+    def __init__(self, top_k: int, settings=None):
+        from hashing.decisions import MatchSettings
+
         self.top_k = top_k
+        self.settings = settings or MatchSettings()
         self.matched = Metrics.counter("mirmatch", "matches")
 
     def process(self, element: tuple[str, Iterable[dict]]) -> Iterator:
-        from hashing.decisions import is_match, rank_pairs
+        from hashing.decisions import is_match, rank_pairs, ratio_confidence
 
         midi_uri, pairs = element
         pairs = list(pairs)
+        midi_best = max(p["margin"] for p in pairs)
+        pairs = [{**p, "confidence": min(p["confidence"], ratio_confidence(
+            p["margin"], max(midi_best, p["audio_best_margin"]), self.settings))} for p in pairs]
         yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": 0, "ranked": len(pairs)})
         for rank, p in enumerate(rank_pairs(pairs, self.top_k), start=1):
             matched = is_match(p["confidence"])
@@ -296,7 +302,8 @@ class MatchMidiToAudio(beam.PTransform):
         ranked = (
             refined.pairs
             | "Group by MIDI" >> beam.GroupByKey()
-            | "Rank" >> beam.ParDo(RankMatches(self.top_k)).with_outputs(ALIGNMENTS, ACCOUNTS, main="matches")
+            | "Rank" >> beam.ParDo(RankMatches(self.top_k, self.settings))
+            .with_outputs(ALIGNMENTS, ACCOUNTS, main="matches")
         )
         accounts = ((proposed[ACCOUNTS], ranked[ACCOUNTS]) | "Merge accounts" >> beam.Flatten())
         return {"matches": ranked.matches, "alignments": ranked[ALIGNMENTS], "errors": refined[ERRORS],

@@ -21,7 +21,7 @@ from pipelines.publish import PublishRun
 from pipelines.runs import new_run_id, remove_incomplete_runs, scratch_folder, staged_folder
 from pipelines.sources import expand_patterns
 from pipelines.state import log_stale_keys
-from pipelines.versions import ClusterVersions
+from pipelines.versions import CLUSTER_IDS_FILE, ClusterVersions
 
 log = logging.getLogger("mirmatch")
 
@@ -109,10 +109,12 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
     match_edges = matched["matches"] | "Match edges" >> beam.FlatMap(
         lambda m: [(m["midi_id"], m["audio_id"])] if m["is_match"] else [])
     versions = (analysed[FEATURES], match_edges) | "Versions" >> ClusterVersions(
-        cfg.version_candidates, cfg.version_min_cosine, cfg.cluster_similarity, decisions.versions)
+        cfg.version_candidates, cfg.version_min_cosine, cfg.cluster_similarity, decisions.versions,
+        FileSystems.join(cfg.state_folder(), CLUSTER_IDS_FILE) if cfg.state_folder() else None)
     errors = (analysed[ERRORS], matched["errors"], versions["errors"]) | "All errors" >> beam.Flatten()
     tables = {"tracks": analysed[TRACKS], "errors": errors, "segments": analysed[SEGMENTS],
               "matches": matched["matches"], "alignments": matched["alignments"], "clusters": versions["clusters"],
+              "version_edges": versions["version_edges"],
               "index_files": index, "accounts": matched["accounts"], "version_proposed": versions["proposed"],
               "version_verified": versions["verified"]}
     published = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key,

@@ -12,7 +12,7 @@ from pipelines.runs import publish_run, staged_folder
 from pipelines.schemas import CODEC, RECORD_BATCH_ROWS, ROW_GROUP_BYTES, table_schema
 
 #: The tables every run writes (../shared/CONTRACT.md), in the order they are published.
-OUTPUTS = ("tracks", "errors", "segments", "matches", "alignments", "clusters")
+OUTPUTS = ("tracks", "errors", "segments", "matches", "alignments", "clusters", "version_edges")
 
 
 def write_table(pcoll: beam.PCollection, folder: str, table: str, run_id: str, analysis_key: str,

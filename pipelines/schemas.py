@@ -61,6 +61,12 @@ TABLES: dict[str, pa.Schema] = {
         # in the same cluster; null when no candidate was verified
         pa.field("nearest_version_id", pa.string()), pa.field("nearest_version_similarity", pa.float64()),
     ]),
+    # every verified version pair of the run (not in the contract): its similarity, how far it stands above the
+    # two tracks' nulls (z), whether it is one of the reference pairs those nulls come from, and whether it counts
+    "version_edges": pa.schema([
+        *_required_strings("track_a", "track_b"), _required("similarity", pa.float64()), _required("z", pa.float64()),
+        _required("is_reference", pa.bool_()), _required("accepted", pa.bool_()),
+    ]),
     "segments": pa.schema([
         *_required_strings("track_id", "uri"), _required("segment_index", pa.int32()),
         _required("start_s", pa.float64()), _required("end_s", pa.float64()), _required("label", pa.string()),

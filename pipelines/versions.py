@@ -100,11 +100,12 @@ def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, t
     return by_id
 
 
-def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None
-                  ) -> list[tuple[str, str, float]]:
-    """The verified candidate edges that count as versions (``hashing.decisions``): each track's null is its
-    reference pairs' similarities, and an edge must stand ``settings.min_z`` robust deviations above the nulls of
-    both its ends (and at least ``min_similarity`` when one is given). Returns (a, b, z)."""
+def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None
+              ) -> list[dict]:
+    """One `version_edges` row per verified pair, with its decision (``hashing.decisions``): each track's null
+    is its reference pairs' similarities, and a candidate edge counts (``accepted``) when it stands
+    ``settings.min_z`` robust deviations above the nulls of both its ends (and reaches ``min_similarity`` when
+    one is given)."""
     from hashing.decisions import edge_z, null_model
 
     references: dict[str, list[float]] = {}
@@ -114,27 +115,80 @@ def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_si
             references.setdefault(b, []).append(similarity)
     nulls = {track_id: null_model(sims, settings.min_spread) for track_id, sims in references.items()}
     fallback = null_model([], settings.min_spread)
-    kept = []
-    for a, b, similarity, is_reference in verified:
-        if is_reference or (min_similarity is not None and similarity < min_similarity):
-            continue
+    rows = []
+    for a, b, similarity, is_reference in sorted(verified, key=lambda e: (min(e[0], e[1]), max(e[0], e[1]))):
         z = edge_z(similarity, nulls.get(a, fallback), nulls.get(b, fallback))
-        if z >= settings.min_z:
-            kept.append((a, b, z))
-    return kept
+        accepted = (not is_reference and z >= settings.min_z
+                    and (min_similarity is None or similarity >= min_similarity))
+        rows.append({"track_a": min(a, b), "track_b": max(a, b), "similarity": float(similarity), "z": float(z),
+                     "is_reference": bool(is_reference), "accepted": bool(accepted)})
+    return rows
+
+
+def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None
+                  ) -> list[tuple[str, str, float]]:
+    """The verified candidate edges that count as versions (``edge_rows``), as (a, b, z)."""
+    return [(r["track_a"], r["track_b"], r["z"]) for r in edge_rows(verified, settings, min_similarity)
+            if r["accepted"]]
+
+
+CLUSTER_IDS_FILE = "cluster_ids.parquet"
+
+
+def read_cluster_ids(path: str | None) -> dict[str, str]:
+    """The cluster ids a previous run kept (track id -> cluster id); empty when there are none."""
+    if not path:
+        return {}
+    import io
+
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            table = pq.read_table(io.BytesIO(f.read()), columns=["track_id", "cluster_id"])
+    except Exception:  # missing (a first run) or unreadable: ids start afresh from the smallest members
+        return {}
+    return dict(zip(table.column("track_id").to_pylist(), table.column("cluster_id").to_pylist(), strict=True))
+
+
+def write_cluster_ids(path: str | None, labels: dict[str, str]) -> None:
+    """Keep this run's cluster ids for the next run (written whole, then renamed into place)."""
+    if not path:
+        return
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    ids = sorted(labels)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"track_id": ids, "cluster_id": [labels[i] for i in ids]}), sink, compression="zstd")
+    temp = f"{path}.{uuid.uuid4().hex}.tmp"
+    with FileSystems.create(temp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(sink.getvalue().to_pybytes())
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temp], [path])
 
 
 def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], verified: list[tuple[str, str, float, bool]],
-                 match_edges: list[tuple[str, str]], settings, min_similarity: float | None = None) -> list[dict]:
+                 match_edges: list[tuple[str, str]], settings, min_similarity: float | None = None,
+                 ids_path: str | None = None) -> list[dict]:
     """One `clusters` row per distinct track id, from the version edges that count (``decided_edges``) and the
-    match edges."""
-    from hashing.clustering import cluster_graph, nearest_versions
+    match edges; cluster ids carry over from the previous run's (``ids_path``, in the state folder)."""
+    from hashing.clustering import cluster_graph, nearest_versions, stable_labels
 
     by_id = _tracks_by_id(tracks)
     ids = sorted(by_id)
     if not ids:
         return []
-    labels = cluster_graph(ids, decided_edges(verified, settings, min_similarity), match_edges)
+    labels = stable_labels(cluster_graph(ids, decided_edges(verified, settings, min_similarity), match_edges),
+                           read_cluster_ids(ids_path))
+    write_cluster_ids(ids_path, labels)
     nearest = nearest_versions([(a, b, s) for a, b, s, is_reference in verified if not is_reference])
     sizes: dict[str, int] = {}
     for label in labels.values():
@@ -155,10 +209,12 @@ class ClusterVersions(beam.PTransform):
     hold one small vector or edge per track; verification, the costly part, runs in parallel.
     """
 
-    def __init__(self, k: int, min_cosine: float, min_similarity: float | None, settings=None):
+    def __init__(self, k: int, min_cosine: float, min_similarity: float | None, settings=None,
+                 ids_path: str | None = None):
         from hashing.decisions import REFERENCE_TRACKS, VersionSettings
 
         super().__init__()
+        self.ids_path = ids_path
         self.k, self.min_cosine, self.min_similarity = k, min_cosine, min_similarity
         self.settings = settings or VersionSettings()
         self.n_references = REFERENCE_TRACKS
@@ -167,6 +223,7 @@ class ClusterVersions(beam.PTransform):
         features, match_edges = inputs
         k, min_cosine, similarity, settings = self.k, self.min_cosine, self.min_similarity, self.settings
         n_references = self.n_references if k else 0
+        ids_path = self.ids_path
         embeddings = features | "Version embeddings" >> beam.Map(
             lambda t: (t.track_id, t.uri, t.modality, t.cover_embedding))
         sequences = features | "Version sequences" >> beam.Map(lambda t: (t.track_id, t.version_sequence))
@@ -191,10 +248,17 @@ class ClusterVersions(beam.PTransform):
             features.pipeline
             | "Cluster trigger" >> beam.Create([None])
             | "Cluster" >> beam.FlatMap(
-                lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, settings, similarity),
+                lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, settings, similarity,
+                                                              ids_path),
                 beam.pvalue.AsList(embeddings), beam.pvalue.AsList(verified.edges), beam.pvalue.AsList(match_edges))
         )
+        edges = (
+            features.pipeline
+            | "Edges trigger" >> beam.Create([None])
+            | "Version edges" >> beam.FlatMap(lambda _, edges: edge_rows(edges, settings, similarity),
+                                              beam.pvalue.AsList(verified.edges))
+        )
         errors = (first_sent[ERRORS], verified[ERRORS]) | "Verification errors" >> beam.Flatten()
-        return {"clusters": clusters, "errors": errors,
+        return {"clusters": clusters, "errors": errors, "version_edges": edges,
                 "proposed": to_verify | "Count proposed pairs" >> beam.combiners.Count.Globally(),
                 "verified": verified.edges | "Count verified pairs" >> beam.combiners.Count.Globally()}

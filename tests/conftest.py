@@ -49,7 +49,7 @@ def read_table(out: str | Path, table: str) -> list[dict]:
     return rows
 
 
-OUTPUT_TABLES = ("tracks", "errors", "matches", "alignments", "clusters", "segments")
+OUTPUT_TABLES = ("tracks", "errors", "matches", "alignments", "clusters", "segments", "version_edges")
 
 
 def canonical_rows(folder: str | Path, table: str) -> list[tuple]:
