@@ -20,7 +20,7 @@ from pipelines.match import MatchMidiToAudio
 from pipelines.publish import PublishRun
 from pipelines.runs import new_run_id, remove_incomplete_runs, scratch_folder, staged_folder
 from pipelines.sources import expand_patterns
-from pipelines.state import log_stale_keys
+from pipelines.state import log_old_format, log_stale_keys
 from pipelines.versions import ClusterVersions
 
 log = logging.getLogger("mirmatch")
@@ -132,7 +132,8 @@ def run(cfg: RunConfig) -> dict[str, int]:
     state = cfg.state_folder()
     log.info("mirmatch: run %s: %d files (%d audio, %d MIDI) into %s%s", run_id, len(inputs),
              len(inputs) - n_midi, n_midi, cfg.out, f", reusing results kept in {state}" if state else "")
-    log_stale_keys(state, key)
+    if not log_old_format(state, key):
+        log_stale_keys(state, key)
     for folder in remove_incomplete_runs(cfg.out):
         log.info("mirmatch: removed %s, left by a run that did not complete", folder)
     started = time.monotonic()
