@@ -16,6 +16,7 @@ from encoders.media import MIDI_EXTENSIONS
 from pipelines.analyse import ERRORS, FEATURES, SEGMENTS, TRACKS, AnalyseTracks
 from pipelines.audio_index import INDEX_DIR, WriteAudioIndex
 from pipelines.exports import add_exports
+from pipelines.lock import OutLock
 from pipelines.match import MatchMidiToAudio
 from pipelines.publish import PublishRun
 from pipelines.runs import new_run_id, remove_incomplete_runs, scratch_folder, staged_folder
@@ -134,19 +135,20 @@ def run(cfg: RunConfig) -> dict[str, int]:
              len(inputs) - n_midi, n_midi, cfg.out, f", reusing results kept in {state}" if state else "")
     if not log_old_format(state, key):
         log_stale_keys(state, key)
-    for folder in remove_incomplete_runs(cfg.out):
-        log.info("mirmatch: removed %s, left by a run that did not complete", folder)
-    started = time.monotonic()
-    p = beam.Pipeline(options=PipelineOptions(cfg.beam_args))
-    build_pipeline(p, inputs, cfg, run_id, key)
-    result = p.run()
-    result.wait_until_finish()
-    counters = {"inputs": len(inputs), "seconds": round(time.monotonic() - started, 1)}
-    try:
-        for c in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["counters"]:
-            counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
-        counters["timers"] = stage_timers(result)
-    except Exception:  # some runners do not report metrics
-        pass
+    with OutLock(cfg.out):  # one run at a time per --out: a second one refuses (pipelines.lock)
+        for folder in remove_incomplete_runs(cfg.out):
+            log.info("mirmatch: removed %s, left by a run that did not complete", folder)
+        started = time.monotonic()
+        p = beam.Pipeline(options=PipelineOptions(cfg.beam_args))
+        build_pipeline(p, inputs, cfg, run_id, key)
+        result = p.run()
+        result.wait_until_finish()
+        counters = {"inputs": len(inputs), "seconds": round(time.monotonic() - started, 1)}
+        try:
+            for c in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["counters"]:
+                counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
+            counters["timers"] = stage_timers(result)
+        except Exception:  # some runners do not report metrics
+            pass
     counters["run_id"] = run_id
     return counters
