@@ -45,22 +45,19 @@ def parse(argv: list[str]):
 
 
 def launch(argv: list[str]) -> None:
-    """Expand the inputs, submit the job and return at once (the job publishes its tables at its end)."""
+    """Submit the job and return at once (the job matches the inputs and publishes its tables at its end)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.pipeline import build_pipeline, input_elements
+    from pipelines.pipeline import build_pipeline
     from pipelines.runs import remove_incomplete_runs
-    from pipelines.sources import expand_patterns
 
     cfg, beam_args = parse(argv)
-    inputs = input_elements(expand_patterns(cfg.audio), expand_patterns(cfg.midi))
-    if not inputs:
-        raise SystemExit("mirmatch: error: no input files: check the audio and midi parameters")
-    logging.info("mirmatch: submitting %d files into %s", len(inputs), cfg.out)
+    logging.info("mirmatch: submitting %d audio and %d MIDI patterns (matched by the job) into %s",
+                 len(cfg.audio), len(cfg.midi), cfg.out)
     remove_incomplete_runs(cfg.out)
     p = beam.Pipeline(options=PipelineOptions(beam_args))
-    run_id = build_pipeline(p, inputs, cfg)
+    run_id = build_pipeline(p, None, cfg)  # the job graph holds the patterns, not the files
     logging.info("mirmatch: run %s; its tables replace the latest ones when the job completes", run_id)
     p.run()  # no wait_until_finish(): it would keep the launcher from returning
 

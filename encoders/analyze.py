@@ -32,7 +32,7 @@ from encoders.media import (
     parse_midi,
     stream_audio,
 )
-from encoders.render import render_midi
+from encoders.render import check_rendered_peak, render_blocks, render_midi
 from encoders.structure.grid import structure_grid
 from encoders.structure.laplacian import Segment
 from encoders.structure.learned import learned_segments
@@ -139,10 +139,36 @@ def _features_and_warnings(data: bytes, modality: str) -> tuple[Features, float,
         return audio_features(y), len(y) / SAMPLE_RATE, audio_warnings(y)
     if modality == "midi":
         pm = parse_midi(data)
-        y = render_midi(pm)
         duration = midi_duration(pm)
+        if duration > LONG_MIDI_S:
+            return long_midi_features(pm), duration, midi_warnings(pm, duration)
+        y = render_midi(pm)
         return audio_features(y, beat_times=pm.get_beats()), duration, midi_warnings(pm, duration)
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+
+#: MIDI files lasting longer than this are rendered and turned into CQT frames block by block.
+LONG_MIDI_S = LONG_AUDIO_S
+
+
+def long_midi_features(pm) -> Features:
+    """Frame features of a long MIDI file in bounded memory: one synthesizer renders it a minute at a time
+    (``encoders.render.render_blocks``, its state carried over) and each block becomes CQT frames as it
+    comes (``streamed_audio_features``); the peak normalisation of ``render_midi`` is applied to the CQT at
+    the end, so the features equal those of the one-piece rendering (to float rounding)."""
+    peak = 0.0
+
+    def blocks():
+        nonlocal peak
+        for block in render_blocks(pm):
+            peak = max(peak, float(np.max(np.abs(block))) if block.size else 0.0)
+            yield block
+
+    def gain() -> float:
+        check_rendered_peak(peak)
+        return 0.9 / peak
+
+    return streamed_audio_features(blocks(), beat_times=pm.get_beats(), gain=gain)
 
 
 #: Average notes per second above which a MIDI file gets a warning (dense piano music has ~10-20).
@@ -176,7 +202,8 @@ def analyze_source(source: bytes | BinaryIO, uri: str, modality: str, hasher, tr
                    ) -> TrackAnalysis:
     """Every per-track stage on a file's bytes or on an open file (``track_id``: its content id, when known);
     raises MediaError for unusable input. Recordings longer than LONG_AUDIO_S are decoded and analysed block
-    by block (``analyze_long_audio``), so memory stays bounded."""
+    by block (``analyze_long_audio``), MIDI files longer than LONG_MIDI_S rendered and analysed block by
+    block (``long_midi_features``), so memory stays bounded."""
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
     else:

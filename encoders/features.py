@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import librosa
@@ -133,10 +133,15 @@ def audio_features(y: np.ndarray, beat_times: np.ndarray | None = None) -> Featu
     return features_from_magnitude(cqt, magnitude, beat_times)
 
 
-def streamed_audio_features(blocks: Iterable[np.ndarray]) -> Features:
-    """``audio_features`` of a long signal given block by block (``encoders.media.stream_audio``)."""
+def streamed_audio_features(blocks: Iterable[np.ndarray], beat_times: np.ndarray | None = None,
+                            gain: Callable[[], float] | None = None) -> Features:
+    """``audio_features`` of a long signal given block by block (``encoders.media.stream_audio``,
+    ``encoders.render.render_blocks``). ``gain``, called once the blocks are spent, scales the signal as a
+    whole (the CQT is linear): a rendering normalised by its peak, known only at its end."""
     magnitude = streamed_cqt_magnitude(blocks)
-    return features_from_magnitude(_log_scaled(magnitude), magnitude, None)
+    if gain is not None:
+        magnitude *= np.float32(gain())
+    return features_from_magnitude(_log_scaled(magnitude), magnitude, beat_times)
 
 
 def features_from_magnitude(cqt: np.ndarray, magnitude: np.ndarray, beat_times: np.ndarray | None) -> Features:

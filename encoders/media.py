@@ -15,7 +15,8 @@ import soundfile as sf
 import soxr
 
 SAMPLE_RATE = 22050
-MAX_DURATION_S = 30 * 60.0  # MIDI files and recordings decoded in one piece (longer recordings: stream_audio)
+MAX_DURATION_S = 30 * 60.0  # recordings decoded in one piece (longer recordings: stream_audio)
+MAX_MIDI_DURATION_S = 4 * 3600.0  # longer MIDI files are refused (a long concert lasts about 3 hours)
 LONG_AUDIO_S = 10 * 60.0  # recordings longer than this are decoded and analysed in blocks
 MAX_AUDIO_DURATION_S = 12 * 3600.0  # longer recordings are refused
 STREAM_BLOCK_S = 60.0
@@ -165,7 +166,7 @@ def clipped_share(y: np.ndarray) -> float:
     return float(np.count_nonzero(np.abs(y) >= CLIP_LEVEL)) / max(1, y.size)
 
 
-def parse_midi(data: bytes, max_duration_s: float = MAX_DURATION_S) -> pretty_midi.PrettyMIDI:
+def parse_midi(data: bytes, max_duration_s: float = MAX_MIDI_DURATION_S) -> pretty_midi.PrettyMIDI:
     """Parse MIDI bytes; raises MediaError for empty, corrupt, note-less or over-long files."""
     if not data:
         raise MediaError("empty file (0 bytes); remove it or re-export the MIDI file", "EmptyFile")

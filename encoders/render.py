@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pretty_midi
@@ -84,6 +85,29 @@ def render_midi(pm: pretty_midi.PrettyMIDI, soundfont: str = MIDI_SIDE_SOUNDFONT
     Deterministic: the same MIDI and soundfont give the same samples in any process. Drum parts play
     the GM standard kit: small soundfonts (TimGM6mb) lack the other kits, which would stay silent.
     """
+    out = np.concatenate(list(render_blocks(pm, soundfont, sr)))
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    check_rendered_peak(peak)
+    return (0.9 * out / peak).astype(np.float32)
+
+
+def check_rendered_peak(peak: float) -> None:
+    """Raise MediaError when a rendering's peak says it produced no sound."""
+    if not np.isfinite(peak) or peak <= 0:
+        raise MediaError("rendering the MIDI file produced no sound", "RenderError")
+
+
+#: Samples per block yielded by ``render_blocks`` (60 s at 22050 Hz): what a long rendering holds at a time.
+RENDER_BLOCK_S = 60.0
+
+
+def render_blocks(pm: pretty_midi.PrettyMIDI, soundfont: str = MIDI_SIDE_SOUNDFONT, sr: int = SAMPLE_RATE,
+                  block_s: float = RENDER_BLOCK_S) -> Iterator[np.ndarray]:
+    """The raw (not normalised) mono float32 rendering of ``pm``, in consecutive blocks of ``block_s``
+    seconds (the last one shorter): one synthesizer plays the whole file, its state carried from block to
+    block, so the blocks put together are exactly the one-piece rendering. Memory is bounded by a block,
+    whatever the file's length. The process's render lock is held until the generator ends or is closed.
+    """
     parts = [inst for inst in pm.instruments if inst.notes]
     if not parts:
         raise MediaError("the MIDI file has no notes to render", "NoNotes")
@@ -91,7 +115,9 @@ def render_midi(pm: pretty_midi.PrettyMIDI, soundfont: str = MIDI_SIDE_SOUNDFONT
     channels = _channel_plan(parts)
     events = _events(parts, channels)
     total = int(np.ceil((events[-1][0] + TAIL_S) * sr))
-    out = np.zeros(total, dtype=np.float32)
+    block_frames = max(BLOCK, int(block_s * sr))
+    pending: list[np.ndarray] = []
+    n_pending = 0
     with _RENDER_LOCK:
         synth = fluidsynth.Synth(samplerate=float(sr))
         try:
@@ -104,28 +130,25 @@ def render_midi(pm: pretty_midi.PrettyMIDI, soundfont: str = MIDI_SIDE_SOUNDFONT
                 else:
                     synth.program_select(ch, sfid, 0, inst.program)
             position = 0
-            for time, _, kind, ch, a, b in events:
-                target = min(total, int(time * sr))
+            for time, _, kind, ch, a, b in [*events, (None, 0, "end", 0, 0, 0)]:
+                target = total if time is None else min(total, int(time * sr))
                 while position < target:
                     n = min(BLOCK, target - position)
-                    out[position:position + n] = _write_float(synth, n)
+                    pending.append(_write_float(synth, n))
+                    n_pending += n
                     position += n
+                    if n_pending >= block_frames:
+                        yield np.concatenate(pending)
+                        pending, n_pending = [], 0
                 if kind == "on":
                     synth.noteon(ch, a, b)
                 elif kind == "off":
                     synth.noteoff(ch, a)
                 elif kind == "bend":
                     synth.pitch_bend(ch, a)
-                else:
+                elif kind == "cc":
                     synth.cc(ch, a, b)
-            while position < total:
-                n = min(BLOCK, total - position)
-                out[position:position + n] = _write_float(synth, n)
-                position += n
+            if pending:
+                yield np.concatenate(pending)
         finally:
             synth.delete()
-    peak = float(np.max(np.abs(out))) if out.size else 0.0
-    if not np.isfinite(peak) or peak <= 0:
-        raise MediaError("rendering the MIDI file produced no sound", "RenderError")
-    return (0.9 * out / peak).astype(np.float32)
-

@@ -61,9 +61,13 @@ class AnalyzeTrack(beam.DoFn):
         self.progress = Progress("analyse", self.total)
         self.timer = StageTimer("analyse")
 
-    def process(self, element: tuple[str, str]) -> Iterator:
+    def process(self, element: tuple[str, str], total: int | None = None) -> Iterator:
         from pipelines.sources import table_uri
 
+        if total is not None and self.progress.total != total:  # counted in the pipeline (a side input)
+            self.progress.total = total
+            if self.progress.bar is not None:
+                self.progress.bar.total = total
         path, modality = element
         uri = table_uri(path)  # what the tables name the file by: file:///abs/path, gs://...
         track = {"track_id": None, "uri": uri, "modality": modality, "duration_s": None, "status": "error"}
@@ -148,14 +152,17 @@ class AnalyseTracks(beam.PTransform):
     """(uri, modality) inputs -> tagged outputs: ``features`` (TrackAnalysis of every ok track), ``tracks``,
     ``errors`` and ``segments`` rows. Every analysis is saved in the store at ``store_root``."""
 
-    def __init__(self, model: str | None, store_root: str, analysis_key: str, total: int):
+    def __init__(self, model: str | None, store_root: str, analysis_key: str, total: int | beam.PCollection | None):
         super().__init__()
         self.model, self.store_root, self.analysis_key, self.total = model, store_root, analysis_key, total
 
     def expand(self, inputs: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        counted = isinstance(self.total, beam.PCollection)  # the number of inputs, counted in the pipeline
+        total = beam.pvalue.AsSingleton(self.total) if counted else None
         return (
             inputs
             | "Spread inputs" >> beam.Reshuffle()
-            | "Analyze tracks" >> beam.ParDo(AnalyzeTrack(self.model, self.store_root, self.analysis_key, self.total)
-                                             ).with_outputs(TRACKS, ERRORS, SEGMENTS, main=FEATURES)
+            | "Analyze tracks" >> beam.ParDo(
+                AnalyzeTrack(self.model, self.store_root, self.analysis_key, None if counted else self.total),
+                total=total).with_outputs(TRACKS, ERRORS, SEGMENTS, main=FEATURES)
         )

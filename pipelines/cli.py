@@ -173,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-duration", type=float, default=60.0, help="seconds kept of each piece")
     _run_args(demo)
 
+    state = sub.add_parser("state", help="manage the state folder kept between runs",
+                           description="prune: remove the results of other analysis versions (other code or "
+                                       "models) and entries of older formats from the state folder.")
+    state.add_argument("action", choices=["prune"])
+    state.add_argument("dir", nargs="?", default=None, help="output folder whose OUT/_state is pruned")
+    state.add_argument("--state", default=None, metavar="DIR", help="the state folder itself (as given to run)")
+    state.add_argument("--model", default=None, help="the --model of the runs whose results are kept")
+
     train = sub.add_parser("train", help="train the learned hash encoders",
                            description="Train the learned hash encoders (frame and sequence networks for audio and "
                                        "MIDI) on the training split of the Debian MIDI collections and music21's "
@@ -317,6 +325,24 @@ def summary_line(counters: dict) -> str:
             f"matches; {c.get('seconds', 0)} s")
 
 
+def _state(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    from encoders.analyze import analysis_key
+    from pipelines.pipeline import STATE_DIR
+    from pipelines.state import prune
+
+    if bool(args.dir) == bool(args.state):
+        parser.error("mirmatch state prune: give an output folder OUT or --state DIR (one of them)")
+    root = args.state or FileSystems.join(args.dir, STATE_DIR)
+    key = analysis_key(args.model)
+    removed, freed = prune(root, key)
+    for path in removed:
+        print(f"mirmatch: removed {path}", file=sys.stderr)
+    print(f"mirmatch: state {root}: kept analysis version {key}; removed {len(removed)} folders or old entries, "
+          f"freed {freed / 2**20:.1f} MB", file=sys.stderr)
+
+
 def _query(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from pipelines.query import query_arrow, write_result
 
@@ -383,7 +409,7 @@ def error_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command in ("query", "train", "report", "calibrate") and beam_args:
+    if args.command in ("query", "train", "report", "calibrate", "state") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.command in ("run", "demo"):
         reject_unknown_options(parser, beam_args)
@@ -407,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args)
         elif args.command == "calibrate":
             return _calibrate(args)
+        elif args.command == "state":
+            _state(args, parser)
         elif args.command == "train":
             _train(args)
     except KeyboardInterrupt:

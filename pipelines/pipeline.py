@@ -5,22 +5,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from encoders.media import MIDI_EXTENSIONS
 from pipelines.analyse import ERRORS, FEATURES, SEGMENTS, TRACKS, AnalyseTracks
 from pipelines.audio_index import INDEX_DIR, WriteAudioIndex
 from pipelines.exports import add_exports
+from pipelines.lock import OutLock
 from pipelines.match import MatchMidiToAudio
 from pipelines.publish import PublishRun
 from pipelines.runs import new_run_id, remove_incomplete_runs, scratch_folder, staged_folder
-from pipelines.sources import expand_patterns
-from pipelines.state import log_stale_keys
+from pipelines.sources import ReadInputs, choose_modality
+from pipelines.state import log_old_format, log_stale_keys
 from pipelines.versions import CLUSTER_IDS_FILE, ClusterVersions
 
 log = logging.getLogger("mirmatch")
@@ -85,24 +84,34 @@ class RunConfig:
 
 def input_elements(audio: list[str], midi: list[str]) -> list[tuple[str, str]]:
     """(uri, modality) for every distinct input; a path given as both is MIDI iff it has a MIDI suffix."""
-    modality = {uri: "audio" for uri in audio}
-    for uri in midi:
-        if uri not in modality or PurePosixPath(uri).suffix.lower() in MIDI_EXTENSIONS:
-            modality[uri] = "midi"
-    return sorted(modality.items())
+    given: dict[str, set[str]] = {}
+    for modality, uris in (("audio", audio), ("midi", midi)):
+        for uri in uris:
+            given.setdefault(uri, set()).add(modality)
+    return sorted((uri, choose_modality(uri, modalities)) for uri, modalities in given.items())
 
 
-def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConfig, run_id: str | None = None,
+def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]] | None, cfg: RunConfig, run_id: str | None = None,
                    analysis_key: str | None = None) -> str:
     """Add every stage of `mirmatch run` to ``p`` (the README's diagram, one composite transform a stage);
-    returns the run id. Analyses are kept in the state folder, or in a scratch folder of the run without one."""
+    returns the run id. Analyses are kept in the state folder, or in a scratch folder of the run without one.
+
+    ``inputs`` None: the patterns of ``cfg`` are matched and its manifests read inside the pipeline
+    (``pipelines.sources.ReadInputs``), so the job graph does not grow with the number of files, and the
+    number of inputs the run's checks need is counted there; a list of (path, modality) is put into the
+    graph as it is (tests, small runs)."""
     from encoders.analyze import analysis_key as current_analysis_key
 
     run_id = run_id or new_run_id()
     key = analysis_key or current_analysis_key(cfg.model)
     store = cfg.state_folder() or scratch_folder(cfg.out, run_id)
     decisions = cfg.decisions()
-    analysed = p | "Inputs" >> beam.Create(inputs) | "Analyse" >> AnalyseTracks(cfg.model, store, key, len(inputs))
+    if inputs is None:
+        elements = p | "Inputs" >> ReadInputs(cfg.audio, cfg.midi)
+        n_inputs = elements | "Count inputs" >> beam.combiners.Count.Globally()
+    else:
+        elements, n_inputs = p | "Inputs" >> beam.Create(inputs), len(inputs)
+    analysed = elements | "Analyse" >> AnalyseTracks(cfg.model, store, key, n_inputs)
     matched = analysed[FEATURES] | "Match" >> MatchMidiToAudio(store, key, cfg.n_candidates, cfg.n_refine, cfg.top_k,
                                                                   decisions.match)
     index = matched["audio_db"] | "Index" >> WriteAudioIndex(staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history))
@@ -117,7 +126,7 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]], cfg: RunConf
               "version_edges": versions["version_edges"],
               "index_files": index, "accounts": matched["accounts"], "version_proposed": versions["proposed"],
               "version_verified": versions["verified"]}
-    published = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, len(inputs), cfg.top_k, key,
+    published = tables | "Publish" >> PublishRun(cfg.out, run_id, cfg.history, n_inputs, cfg.top_k, key,
                                                  (INDEX_DIR,), cfg.model, cfg.keep_runs, cfg.settings())
     add_exports(published, tables, cfg.out, cfg.export_aligned_midi, cfg.export_jams)
     return run_id
@@ -144,30 +153,27 @@ def run(cfg: RunConfig) -> dict[str, int]:
     from pipelines.cloud import check_gcs_access, gcs_paths
 
     check_gcs_access(gcs_paths([*cfg.audio, *cfg.midi, cfg.out, cfg.state, *cfg.beam_args]))  # fail fast
-    audio, midi = expand_patterns(cfg.audio), expand_patterns(cfg.midi)
-    inputs = input_elements(audio, midi)
-    if not inputs:
-        raise ValueError("no input files: check the --audio and --midi patterns")
-    n_midi = sum(m == "midi" for _, m in inputs)
     run_id = cfg.run_id or new_run_id()
     key = analysis_key(cfg.model)
     state = cfg.state_folder()
-    log.info("mirmatch: run %s: %d files (%d audio, %d MIDI) into %s%s", run_id, len(inputs),
-             len(inputs) - n_midi, n_midi, cfg.out, f", reusing results kept in {state}" if state else "")
-    log_stale_keys(state, key)
-    for folder in remove_incomplete_runs(cfg.out):
-        log.info("mirmatch: removed %s, left by a run that did not complete", folder)
-    started = time.monotonic()
-    p = beam.Pipeline(options=PipelineOptions(cfg.beam_args))
-    build_pipeline(p, inputs, cfg, run_id, key)
-    result = p.run()
-    result.wait_until_finish()
-    counters = {"inputs": len(inputs), "seconds": round(time.monotonic() - started, 1)}
-    try:
-        for c in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["counters"]:
-            counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
-        counters["timers"] = stage_timers(result)
-    except Exception:  # some runners do not report metrics
-        pass
+    log.info("mirmatch: run %s: %d audio and %d MIDI patterns, matched in the pipeline, into %s%s", run_id,
+             len(cfg.audio), len(cfg.midi), cfg.out, f", reusing results kept in {state}" if state else "")
+    if not log_old_format(state, key):
+        log_stale_keys(state, key)
+    with OutLock(cfg.out):  # one run at a time per --out: a second one refuses (pipelines.lock)
+        for folder in remove_incomplete_runs(cfg.out):
+            log.info("mirmatch: removed %s, left by a run that did not complete", folder)
+        started = time.monotonic()
+        p = beam.Pipeline(options=PipelineOptions(cfg.beam_args))
+        build_pipeline(p, None, cfg, run_id, key)
+        result = p.run()
+        result.wait_until_finish()
+        counters = {"seconds": round(time.monotonic() - started, 1)}
+        try:
+            for c in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["counters"]:
+                counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + c.committed
+            counters["timers"] = stage_timers(result)
+        except Exception:  # some runners do not report metrics
+            pass
     counters["run_id"] = run_id
     return counters

@@ -30,10 +30,12 @@ def check_and_publish(_, *, n_inputs: int, top_k: int, accounts: list[dict], ver
                       version_verified: int, publish: dict, **side) -> str:
     """The last step: check the run's invariants on its written tables (``pipelines.invariants``), then publish
     them (``pipelines.runs.publish_run``). A broken invariant fails the run and publishes nothing."""
+    if n_inputs == 0:
+        raise ValueError("no input files: check the --audio and --midi patterns")
     written = {name.removeprefix("written_"): files for name, files in side.items() if name.startswith("written_")}
     check_run(n_inputs=n_inputs, top_k=top_k, written=written, accounts=accounts,
               version_pairs=(version_proposed, version_verified))
-    return publish_run(None, **publish, **side)
+    return publish_run(None, **{**publish, "inputs": n_inputs}, **side)
 
 
 class PublishRun(beam.PTransform):
@@ -43,7 +45,8 @@ class PublishRun(beam.PTransform):
     ``keep_runs``, the history is pruned to the newest that many runs. ``settings`` (the run's options and
     decision cuts) are recorded with the run in ``OUT/history/runs``."""
 
-    def __init__(self, out: str, run_id: str, history: bool, n_inputs: int, top_k: int, analysis_key: str,
+    def __init__(self, out: str, run_id: str, history: bool, n_inputs: int | beam.PCollection, top_k: int,
+                 analysis_key: str,
                  extra_tables: tuple[str, ...] = (), model: str | None = None, keep_runs: int | None = None,
                  settings: dict | None = None):
         super().__init__()
@@ -61,14 +64,16 @@ class PublishRun(beam.PTransform):
             side[f"written_{table}"] = beam.pvalue.AsList(written)
             side[f"rows_{table}"] = beam.pvalue.AsSingleton(
                 parts[table] | f"Count {table}" >> beam.combiners.Count.Globally())
+        n_inputs = (self.n_inputs if isinstance(self.n_inputs, int)  # a count in the graph, or of a PCollection
+                    else beam.pvalue.AsSingleton(self.n_inputs))
         publish = dict(out=self.out, run_id=self.run_id, tables=[*OUTPUTS, *self.extra_tables],
-                       history=self.history, started_at=self.started_at, inputs=self.n_inputs,
+                       history=self.history, started_at=self.started_at, inputs=None,
                        analysis_key=self.analysis_key, keep_runs=self.keep_runs, settings=self.settings)
         return (
             parts["tracks"].pipeline
             | "Publish trigger" >> beam.Create([None])
             | "Publish tables" >> beam.Map(
-                check_and_publish, n_inputs=self.n_inputs, top_k=self.top_k, publish=publish,
+                check_and_publish, n_inputs=n_inputs, top_k=self.top_k, publish=publish,
                 accounts=beam.pvalue.AsList(parts["accounts"]),
                 version_proposed=beam.pvalue.AsSingleton(parts["version_proposed"]),
                 version_verified=beam.pvalue.AsSingleton(parts["version_verified"]), **side)

@@ -1,12 +1,16 @@
-"""Expanding input patterns (globs on Beam file systems, or @manifest files) to file paths."""
+"""Input patterns (globs on Beam file systems, or @manifest files) to file paths: matched inside the pipeline
+(``ReadInputs``), or on the launcher (``expand_patterns``, for small lists)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from collections.abc import Iterable, Iterator
+from pathlib import Path, PurePosixPath
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 GLOB_CHARS = set("*?[")
 
@@ -61,3 +65,78 @@ def expand_patterns(patterns: list[str]) -> list[str]:
         else:
             paths.add(pattern)
     return sorted(os.path.abspath(p) if is_local(p) else p for p in paths)
+
+
+def choose_modality(path: str, modalities: Iterable[str]) -> str:
+    """The modality of a path given under ``modalities``: one given as both is MIDI iff it has a MIDI suffix."""
+    from encoders.media import MIDI_EXTENSIONS
+
+    given = set(modalities)
+    if "midi" in given and ("audio" not in given or PurePosixPath(path).suffix.lower() in MIDI_EXTENSIONS):
+        return "midi"
+    return "audio"
+
+
+def _absolute(path: str, cwd: str) -> str:
+    """A local path made absolute against the launcher's working directory; other schemes unchanged."""
+    if not is_local(path):
+        return path
+    path = path.removeprefix("file://")
+    return os.path.normpath(os.path.join(cwd, path))
+
+
+def manifest_patterns(element: tuple[str, str], cwd: str) -> Iterator[tuple[str, str]]:
+    """(pattern, modality) -> itself, or for ``@manifest`` each pattern it lists (nested manifests too), read
+    line by line: a manifest of a million paths is never held whole."""
+    pattern, modality = element
+    if not pattern.startswith("@"):
+        yield _absolute(pattern, cwd), modality
+        return
+    with FileSystems.open(_absolute(pattern[1:], cwd)) as f:
+        for raw in iter(f.readline, b""):
+            line = raw.decode("utf-8").strip()
+            if line and not line.startswith("#"):
+                yield from manifest_patterns((line, modality), cwd)
+
+
+def match_pattern(element: tuple[str, str]) -> Iterator[tuple[str, str]]:
+    """(pattern, modality) -> (path, modality) for each file a glob matches (``FileSystems.match``, what
+    ``fileio.MatchAll`` runs); a literal path is kept whether or not it exists, so that a missing one is
+    reported as an unreadable input rather than silently dropped; a glob that matches nothing is logged."""
+    pattern, modality = element
+    if not GLOB_CHARS & set(pattern):
+        yield pattern, modality
+        return
+    matched = FileSystems.match([pattern])[0].metadata_list
+    if not matched:
+        print(f"mirmatch: warning: pattern {pattern!r} matched no files", file=sys.stderr)
+    for metadata in matched:
+        yield (os.path.abspath(metadata.path) if is_local(metadata.path) else metadata.path), modality
+
+
+class ReadInputs(beam.PTransform):
+    """``--audio`` and ``--midi`` patterns -> one (path, modality) per distinct input file, matched inside
+    the pipeline: the job graph holds the patterns only, so its size does not depend on the number of
+    files; manifests are read, and globs matched, by the workers (the same paths as ``expand_patterns``)."""
+
+    def __init__(self, audio: list[str], midi: list[str], cwd: str | None = None):
+        super().__init__()
+        self.patterns = [(p, "audio") for p in audio] + [(p, "midi") for p in midi]
+        self.cwd = cwd or os.getcwd()
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        inputs = Metrics.counter("mirmatch", "inputs")
+
+        def distinct(element: tuple[str, Iterable[str]]) -> tuple[str, str]:
+            inputs.inc()
+            return element[0], choose_modality(element[0], element[1])
+
+        return (
+            pbegin
+            | "Patterns" >> beam.Create(self.patterns)
+            | "Read manifests" >> beam.FlatMap(manifest_patterns, self.cwd)
+            | "Spread patterns" >> beam.Reshuffle()
+            | "Match patterns" >> beam.FlatMap(match_pattern)
+            | "By path" >> beam.GroupByKey()
+            | "Distinct paths" >> beam.Map(distinct)
+        )

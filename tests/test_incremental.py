@@ -70,7 +70,7 @@ def test_run_killed_half_way_is_completed_by_the_next(pipeline_out, tiny_corpus,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while len(list(out.glob("_state/*/tracks/*/*.pkl"))) < 3:
+        while len(list(out.glob("_state/*/tracks/*/*.npz"))) < 3:
             assert proc.poll() is None, "the run ended before it could be killed"
             assert time.monotonic() < deadline, "no track analysed within 300 s"
             time.sleep(0.1)
@@ -88,6 +88,55 @@ def test_run_killed_half_way_is_completed_by_the_next(pipeline_out, tiny_corpus,
     partitions = sorted(p.name for p in (out / "history" / "tracks").iterdir())
     assert partitions == [f"run={counters['run_id']}"]  # the killed run's partial partition is gone
     assert all(not p.exists() or p.name == f"run={counters['run_id']}" for p in killed_partitions)
+
+
+class _Bomb:
+    """Unpickling this creates the file ``path``: what a writer could plant in a shared state folder."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_tampered_state_is_recomputed_never_executed(pipeline_out, tiny_corpus, bad_inputs, tmp_path, caplog):
+    """Entries replaced by a pickle bomb or garbage (and an old-format folder beside them): the run reads no
+    pickle, recomputes those entries and writes the tables of a full rebuild."""
+    import pickle
+    import shutil
+
+    audio, midi = all_inputs(tiny_corpus, bad_inputs)
+    out = tmp_path / "out"
+    shutil.copytree(pipeline_out / "_state", out / "_state")
+    marker = tmp_path / "payload-ran"
+    tracks = sorted((out / "_state").glob("*/tracks/*/*.npz"))
+    pairs = sorted((out / "_state").glob("*/pairs/*/*/*.npz"))
+    assert len(tracks) >= 4 and pairs
+    tracks[0].write_bytes(pickle.dumps(_Bomb(str(marker))))
+    tracks[1].write_bytes(b"\x93NUMPY garbage" * 40)
+    pairs[0].write_bytes(pickle.dumps(_Bomb(str(marker))))
+    with caplog.at_level("WARNING", logger="mirmatch"):
+        counters = run_counters(run_argv(out, audio, midi))
+    assert not marker.exists()
+    assert counters["tracks_analyzed"] == 2 and counters["pairs_aligned"] >= 1
+    assert "not valid typed state" in caplog.text
+    assert_same_tables(out, pipeline_out)
+
+
+def test_old_format_state_is_rebuilt_with_one_log_line(tiny_corpus, tmp_path, caplog):
+    from encoders.analyze import analysis_key
+
+    pair = tiny_corpus["pairs"][0]
+    out = tmp_path / "out"
+    old = out / "_state" / analysis_key() / "tracks" / "ab" / f"{'ab' * 16}.audio.pkl"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an entry of the pickled format")
+    with caplog.at_level("INFO", logger="mirmatch"):
+        counters = run_counters(run_argv(out, [pair["audio"]], [pair["midi"]]))
+    assert caplog.text.count("state written by an older version: rebuilding") == 1
+    assert counters["tracks_analyzed"] == 2 and counters["tracks_ok"] == 2
+    assert len(list(out.glob("_state/*/tracks/*/*.npz"))) == 2
 
 
 @pytest.mark.parametrize("flag", ["--no-state", "--no-history"])

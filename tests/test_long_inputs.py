@@ -115,3 +115,64 @@ def test_beats_of_long_tracks_are_tracked_in_windows_without_gaps():
     period = 11 / FRAME_RATE
     assert len(beats) == pytest.approx(n / 11, rel=0.05)
     assert np.all(np.diff(beats) > 0) and np.diff(beats).max() < 2.5 * period
+
+
+def test_render_blocks_put_together_are_the_one_piece_rendering():
+    import pretty_midi
+
+    from encoders.render import render_blocks, render_midi
+    from tests.test_media import midi_bytes
+
+    data = midi_bytes([(60 + i % 12, 0.3 * i, 0.3 * i + 0.5) for i in range(40)])
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    blocks = list(render_blocks(pm, block_s=1.0))
+    raw = np.concatenate(blocks)
+    assert len(blocks) > 5 and all(len(b) >= 22050 for b in blocks[:-1])
+    assert np.array_equal((0.9 * raw / np.abs(raw).max()).astype(np.float32), render_midi(pm))
+
+
+ANALYSIS_PEAK = """
+import json, resource, sys
+from pathlib import Path
+from encoders.analyze import analyze_source
+from encoders.codes import load_hasher
+hasher = load_hasher()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+result = analyze_source(Path(sys.argv[1]).read_bytes(), sys.argv[1], "midi", hasher)
+print(json.dumps({"duration_s": result.duration_s, "base_mb": base,
+                  "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def test_forty_minute_midi_is_analysed_in_bounded_memory(tiny_corpus, tmp_path):
+    """A 40-minute MIDI file (a Debian piece looped, as a game's music loops) is rendered and analysed block by
+    block: status ok in a run, and analysing it adds a bounded amount of memory to the process (measured
+    about 440 MB over imports and models, where its one-piece rendering alone would be 211 MB of samples and
+    the one-piece CQT several times that)."""
+    import json
+    import subprocess
+    import sys
+
+    from encoders.training.corpus import DEMO_COLLECTIONS, debian_midi_files, usable_pieces
+    from pipelines.cli import main
+    from tests.conftest import REPO, read_table, uri
+    from tests.long_corpus import looped
+
+    _, pm = next(usable_pieces(debian_midi_files(DEMO_COLLECTIONS), 40.0, 240.0))
+    long_midi = tmp_path / "forty-minutes.mid"
+    looped(pm, 40 * 60.0).write(str(long_midi))
+    out = tmp_path / "out"
+    audio = tiny_corpus["pairs"][0]["audio"]
+    assert main(["run", "--midi", str(long_midi), "--audio", audio, "--out", str(out), "--no-report"]) == 0
+    track, = [t for t in read_table(out, "tracks") if t["uri"] == uri(str(long_midi))]
+    assert track["status"] == "ok" and 40 * 60 <= track["duration_s"] < 45 * 60
+    assert not [e for e in read_table(out, "errors") if e["uri"] == uri(str(long_midi))]
+    segments = sorted((s for s in read_table(out, "segments") if s["uri"] == track["uri"]), key=lambda s: s["start_s"])
+    assert segments[-1]["end_s"] == pytest.approx(track["duration_s"], abs=1e-6)
+
+    proc = subprocess.run([sys.executable, "-c", ANALYSIS_PEAK, str(long_midi)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    measured = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert measured["duration_s"] == track["duration_s"]
+    assert measured["peak_mb"] - measured["base_mb"] < 700, measured
