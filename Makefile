@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := libfluidsynth3 libsndfile1 fluid-soundfont-gm musescore-general-soundfont-small \
-	simutrans-data openttd-openmsx mma freedink-data chromium
+	simutrans-data openttd-openmsx mma freedink-data asc-music chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup system-deps demo test lint bench clean

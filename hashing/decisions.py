@@ -36,6 +36,8 @@ MIN_ALIGNED_S = 10.0
 MATCH_RATIO = 0.4
 RATIO_SCALE = 0.05
 VERSION_MIN_Z = 4.0
+#: Tracks shorter than this take part in no version edge: 5-second jingles align with each other by chance.
+VERSION_MIN_DURATION_S = 10.0
 VERSION_MIN_SPREAD = 0.05
 REFERENCE_TRACKS = 8
 #: Pairs at least this confident get the sharper time map (``hashing.align.refine_time_map``).
@@ -60,6 +62,7 @@ class VersionSettings:
 
     min_z: float = VERSION_MIN_Z
     min_spread: float = VERSION_MIN_SPREAD
+    min_duration_s: float = VERSION_MIN_DURATION_S
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pipelines.sources import table_uri
 
 DEFAULT_CORPUS = ".cache/demo-corpus"
 DEFAULT_OUT = "demo-out"
+REAL_DISTRACTOR_FOLDER = "/games/asc/music/"
 
 
 def summarise(out: str, truth: dict) -> tuple[str, dict]:
@@ -26,10 +27,16 @@ def summarise(out: str, truth: dict) -> tuple[str, dict]:
         "SELECT count(DISTINCT cluster_id), count(DISTINCT cluster_id) FILTER (WHERE cluster_size > 1) "
         "FROM clusters").fetchall()[0]
     n_segments = con.execute("SELECT count(*) FROM segments").fetchall()[0][0]
+    real = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE cluster_size > 1) FROM clusters WHERE uri LIKE ?",
+        [f"%{REAL_DISTRACTOR_FOLDER}%"]).fetchall()[0]
+    real_matched = con.execute("SELECT count(*) FROM matches WHERE is_match AND audio_uri LIKE ?",
+                               [f"%{REAL_DISTRACTOR_FOLDER}%"]).fetchall()[0][0]
     figures = {"tracks_ok": tracks.get("ok", 0), "tracks_error": tracks.get("error", 0),
                "true_pairs": len(true_pairs), "true_pairs_at_rank_1": found_at_1,
                "false_matches": len(false_matches), "clusters": n_clusters, "multi_track_clusters": multi,
-               "segments": n_segments}
+               "segments": n_segments, "real_distractors": real[0], "real_distractors_matched": real_matched,
+               "real_distractors_in_clusters": real[1]}
     top = con.sql("SELECT regexp_extract(midi_uri, '[^/]+$') AS midi, regexp_extract(audio_uri, '[^/]+$') "
                   "AS audio, round(confidence, 3) AS confidence FROM matches WHERE is_match "
                   "ORDER BY confidence DESC LIMIT 5")
@@ -38,6 +45,8 @@ def summarise(out: str, truth: dict) -> tuple[str, dict]:
         f"true MIDI-audio pairs found at rank 1 with is_match: {found_at_1}/{len(true_pairs)}",
         f"false matches (is_match true on a wrong pair): {len(false_matches)}",
         f"clusters: {n_clusters} ({multi} with more than one track); segments: {n_segments}",
+        f"real recordings among the distractors (asc-music): {real[0]}, matched {real_matched}, in clusters of "
+        f"size > 1: {real[1]}",
         "top matches:", str(top),
         f"Parquet tables: {Path(out).resolve()}/<table>/*.parquet",
         f"try: mirmatch query {out} \"SELECT * FROM matches WHERE rank = 1\"",

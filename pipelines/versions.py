@@ -100,13 +100,18 @@ def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, t
     return by_id
 
 
-def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None
-              ) -> list[dict]:
+def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None,
+              durations: dict[str, float] | None = None) -> list[dict]:
     """One `version_edges` row per verified pair, with its decision (``hashing.decisions``): each track's null
     is its reference pairs' similarities, and a candidate edge counts (``accepted``) when it stands
     ``settings.min_z`` robust deviations above the nulls of both its ends (and reaches ``min_similarity`` when
-    one is given)."""
+    one is given), between two tracks of at least ``settings.min_duration_s`` (``durations``)."""
     from hashing.decisions import edge_z, null_model
+
+    durations = durations or {}
+
+    def long_enough(track_id: str) -> bool:
+        return durations.get(track_id, np.inf) >= settings.min_duration_s
 
     references: dict[str, list[float]] = {}
     for a, b, similarity, is_reference in verified:
@@ -118,17 +123,17 @@ def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_simila
     rows = []
     for a, b, similarity, is_reference in sorted(verified, key=lambda e: (min(e[0], e[1]), max(e[0], e[1]))):
         z = edge_z(similarity, nulls.get(a, fallback), nulls.get(b, fallback))
-        accepted = (not is_reference and z >= settings.min_z
+        accepted = (not is_reference and z >= settings.min_z and long_enough(a) and long_enough(b)
                     and (min_similarity is None or similarity >= min_similarity))
         rows.append({"track_a": min(a, b), "track_b": max(a, b), "similarity": float(similarity), "z": float(z),
                      "is_reference": bool(is_reference), "accepted": bool(accepted)})
     return rows
 
 
-def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None
-                  ) -> list[tuple[str, str, float]]:
+def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None,
+                  durations: dict[str, float] | None = None) -> list[tuple[str, str, float]]:
     """The verified candidate edges that count as versions (``edge_rows``), as (a, b, z)."""
-    return [(r["track_a"], r["track_b"], r["z"]) for r in edge_rows(verified, settings, min_similarity)
+    return [(r["track_a"], r["track_b"], r["z"]) for r in edge_rows(verified, settings, min_similarity, durations)
             if r["accepted"]]
 
 
@@ -177,7 +182,7 @@ def write_cluster_ids(path: str | None, labels: dict[str, str]) -> None:
 
 def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], verified: list[tuple[str, str, float, bool]],
                  match_edges: list[tuple[str, str]], settings, min_similarity: float | None = None,
-                 ids_path: str | None = None) -> list[dict]:
+                 ids_path: str | None = None, durations: dict[str, float] | None = None) -> list[dict]:
     """One `clusters` row per distinct track id, from the version edges that count (``decided_edges``) and the
     match edges; cluster ids carry over from the previous run's (``ids_path``, in the state folder)."""
     from hashing.clustering import cluster_graph, nearest_versions, stable_labels
@@ -186,8 +191,8 @@ def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], verified: list[
     ids = sorted(by_id)
     if not ids:
         return []
-    labels = stable_labels(cluster_graph(ids, decided_edges(verified, settings, min_similarity), match_edges),
-                           read_cluster_ids(ids_path))
+    edges = decided_edges(verified, settings, min_similarity, durations)
+    labels = stable_labels(cluster_graph(ids, edges, match_edges), read_cluster_ids(ids_path))
     write_cluster_ids(ids_path, labels)
     nearest = nearest_versions([(a, b, s) for a, b, s, is_reference in verified if not is_reference])
     sizes: dict[str, int] = {}
@@ -227,6 +232,7 @@ class ClusterVersions(beam.PTransform):
         embeddings = features | "Version embeddings" >> beam.Map(
             lambda t: (t.track_id, t.uri, t.modality, t.cover_embedding))
         sequences = features | "Version sequences" >> beam.Map(lambda t: (t.track_id, t.version_sequence))
+        durations = beam.pvalue.AsDict(features | "Durations" >> beam.Map(lambda t: (t.track_id, t.duration_s)))
         to_verify = (
             features.pipeline
             | "Version trigger" >> beam.Create([None])
@@ -248,15 +254,16 @@ class ClusterVersions(beam.PTransform):
             features.pipeline
             | "Cluster trigger" >> beam.Create([None])
             | "Cluster" >> beam.FlatMap(
-                lambda _, tracks, edges, matches: cluster_rows(tracks, edges, matches, settings, similarity,
-                                                              ids_path),
-                beam.pvalue.AsList(embeddings), beam.pvalue.AsList(verified.edges), beam.pvalue.AsList(match_edges))
+                lambda _, tracks, edges, matches, lengths: cluster_rows(tracks, edges, matches, settings, similarity,
+                                                                         ids_path, lengths),
+                beam.pvalue.AsList(embeddings), beam.pvalue.AsList(verified.edges), beam.pvalue.AsList(match_edges),
+                durations)
         )
         edges = (
             features.pipeline
             | "Edges trigger" >> beam.Create([None])
-            | "Version edges" >> beam.FlatMap(lambda _, edges: edge_rows(edges, settings, similarity),
-                                              beam.pvalue.AsList(verified.edges))
+            | "Version edges" >> beam.FlatMap(lambda _, edges, lengths: edge_rows(edges, settings, similarity, lengths),
+                                              beam.pvalue.AsList(verified.edges), durations)
         )
         errors = (first_sent[ERRORS], verified[ERRORS]) | "Verification errors" >> beam.Flatten()
         return {"clusters": clusters, "errors": errors, "version_edges": edges,

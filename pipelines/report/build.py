@@ -258,14 +258,22 @@ def _clusters_section(tables: RunTables, accepted: list[dict], folder: Path, lim
 
 def _distributions_section(tables: RunTables, settings: dict, folder: Path) -> tuple[str, int]:
     parts, drawn = [], 0
-    confidences = [m["confidence"] for m in tables.rows("matches") if m["confidence"] is not None]
+    margins = [m["margin"] for m in tables.rows("matches") if m.get("margin") is not None]
+    z = [e["z"] for e in tables.rows("version_edges") if not e["is_reference"]]
     similarities = [r["nearest_version_similarity"] for r in tables.rows("clusters")
                     if r["nearest_version_similarity"] is not None]
+    match_cut = (settings.get("match_decision") or {}).get("cut")
+    version_cut = (settings.get("version_decision") or {}).get("min_z")
+    version_figure = ((z, "similarity.png", version_cut, "z (robust deviations above both tracks' nulls)",
+                       f"the {len(z)} verified version candidate pairs", "version above")
+                      if z else (similarities, "similarity.png", settings.get("cluster_similarity"),
+                                 "verified similarity", f"each track's nearest verified version "
+                                 f"({len(similarities)} tracks)", "cluster similarity cut"))
     for values, src, cut, xlabel, title, cut_label in (
-            (confidences, "confidence.png", settings.get("match_confidence"), "confidence",
-             f"confidence of the {len(confidences)} matches rows", "is_match above"),
-            (similarities, "similarity.png", settings.get("cluster_similarity"), "verified similarity",
-             f"each track's nearest verified version ({len(similarities)} tracks)", "cluster similarity cut")):
+            (margins, "confidence.png", match_cut, "margin over the null alignments",
+             f"margin of the {len(margins)} matches rows (is_match also needs 10 s aligned and the ratio test)",
+             "is_match above"),
+            version_figure):
         if not values:
             parts.append(note(f"No values for the histogram of {xlabel}."))
             continue

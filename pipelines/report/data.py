@@ -42,7 +42,7 @@ class RunInfo:
 
 #: Tables read whole as rows; `alignments` and `segments` (the big ones) are read as Arrow and only the
 #: rows of the pairs and tracks drawn become Python objects.
-ROW_TABLES = ("tracks", "errors", "matches", "clusters")
+ROW_TABLES = ("tracks", "errors", "matches", "clusters", "version_edges")
 
 
 @dataclass

@@ -193,7 +193,7 @@ def histogram_figure(path: str | os.PathLike, values: Sequence[float], cut: floa
     low, high = min(0.0, float(np.floor(x.min() * 20) / 20)), max(1.0, float(np.ceil(x.max() * 20) / 20))
     fig = Figure(figsize=(6, 3.4))
     ax = fig.add_subplot()
-    ax.hist(x, bins=round((high - low) * 20), range=(low, high), color="tab:blue", edgecolor="white")
+    ax.hist(x, bins=min(60, max(10, round((high - low) * 20))), range=(low, high), color="tab:blue", edgecolor="white")
     if cut is not None:
         ax.axvline(cut, color="red", linestyle="--", label=f"{cut_label} = {cut:g}")
         ax.legend(fontsize=8)
