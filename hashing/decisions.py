@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 #: Shipped settings, chosen on the ``fit`` decision collection (``tests/bench/eval_decisions.py``).
-MATCH_MARGIN_CUT = 0.15
+MATCH_MARGIN_CUT = 0.19
 MATCH_MARGIN_SCALE = 0.03
 MIN_ALIGNED_S = 10.0
 #: A pair's margin must reach this share of the best margin of its MIDI file and of its recording (a ratio test):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -229,42 +230,64 @@ class VersionSimilarity:
 
     similarity: float  # verified similarity: cosine + Qmax term (hashing.version_align.verified_similarity)
     cosine: float  # cosine similarity of the version embeddings
-    is_version: bool  # whether a run with the default cuts keeps the pair as a version edge
+    z: float | None  # robust deviations above both tracks' nulls (hashing.decisions.edge_z); None without references
+    is_version: bool | None  # whether a run keeps the pair as a version edge; None without references
 
     def __float__(self) -> float:
         return self.similarity
 
 
-def version_similarity(path_a: Track, path_b: Track, *, model: str | None = None,
-                       min_similarity: float | None = None, min_cosine: float | None = None) -> VersionSimilarity:
-    """The verified version similarity of two tracks (audio or MIDI, any mix), as a run scores a pair.
+def version_similarity(path_a: Track, path_b: Track, *, references: Sequence[Track] = (), model: str | None = None,
+                       min_similarity: float | None = None, calibration: str | None = None) -> VersionSimilarity:
+    """The verified version similarity of two tracks (audio or MIDI, any mix), as a run scores a pair, and the
+    run's decision on it.
 
-    ``is_version``: the run would verify the pair (cosine at least ``min_cosine``, default the run's 0.5) and
-    keep the edge for clustering (similarity at least ``min_similarity``, default ``--cluster-similarity``'s
-    0.80). In a run a pair is also only verified when one track is among the other's ``--version-candidates``
-    nearest neighbours, and clusters are communities of such edges (and matches), so two tracks with an edge
-    usually, not always, share a cluster.
+    A run decides against each track's null: its similarities to a few unrelated reference tracks
+    (``hashing.decisions``). Give ``references`` (tracks unrelated to both; a run uses 8) to get ``z`` and
+    ``is_version``; without them both are None. ``min_similarity`` is ``--cluster-similarity``'s optional floor.
+    In a run a pair is only verified when one track is among the other's ``--version-candidates`` nearest
+    neighbours, and clusters are communities of such edges (and matches), so two tracks with an edge usually,
+    not always, share a cluster.
 
     >>> import os
     >>> corpus = os.environ.get("MIRMATCH_CORPUS", ".cache/test-corpus")
-    >>> same = version_similarity(f"{corpus}/midi/simutrans_37-inevitably-engrossed.mid",
-    ...                           f"{corpus}/audio/simutrans_37-inevitably-engrossed.timgm6mb.wav")
-    >>> different = version_similarity(f"{corpus}/midi/simutrans_37-inevitably-engrossed.mid",
-    ...                                f"{corpus}/audio/distractor_freedink_insper.musescore.flac")
+    >>> others = [f"{corpus}/audio/distractor_freedink_insper.musescore.flac",
+    ...           f"{corpus}/audio/distractor_simutrans_21-Dusty-Eyes.timgm6mb.wav",
+    ...           f"{corpus}/midi/simutrans_53-Where-Thomassons-Lie.mid",
+    ...           f"{corpus}/midi/simutrans_37-inevitably-engrossed.mid",
+    ...           f"{corpus}/audio/simutrans_37-inevitably-engrossed.timgm6mb.wav",
+    ...           f"{corpus}/midi/simutrans_14-Last-journey-of-the-Niagara.mid"]
+    >>> same = version_similarity(f"{corpus}/midi/simutrans_06-A-busy-day-at-the-depot.mid",
+    ...                           f"{corpus}/audio/simutrans_06-A-busy-day-at-the-depot.musescore.flac",
+    ...                           references=others)
+    >>> different = version_similarity(f"{corpus}/midi/simutrans_06-A-busy-day-at-the-depot.mid",
+    ...                                f"{corpus}/audio/distractor_freedink_insper.musescore.flac",
+    ...                                references=others[1:])
     >>> same.is_version, different.is_version, float(same) > float(different)
     (True, False, True)
     """
     from hashing.clustering import knn_graph
+    from hashing.decisions import edge_z, null_model
     from hashing.version_align import verified_similarity
     from pipelines.pipeline import RunConfig
 
-    min_similarity = RunConfig.cluster_similarity if min_similarity is None else min_similarity
-    min_cosine = RunConfig.version_min_cosine if min_cosine is None else min_cosine
+    settings = RunConfig([], [], "", calibration=calibration).decisions().versions
     a, b = _analysis(path_a, None, model), _analysis(path_b, None, model)
     a, b = sorted((a, b), key=lambda t: (t.track_id, t.uri))  # the run verifies (smaller id, larger id)
-    _, _, cos = knn_graph(np.stack([a.cover_embedding, b.cover_embedding]), 1, -np.inf)
-    cosine = float(cos[0]) if len(cos) else float(np.dot(a.cover_embedding, b.cover_embedding))
-    similarity = verified_similarity(cosine, a.version_sequence, b.version_sequence)
-    return VersionSimilarity(similarity=similarity, cosine=cosine,
-                             is_version=bool(cosine >= min_cosine and similarity >= min_similarity))
+
+    def verified(x, y) -> tuple[float, float]:
+        _, _, cos = knn_graph(np.stack([x.cover_embedding, y.cover_embedding]), 1, -np.inf)
+        cosine = float(cos[0]) if len(cos) else float(np.dot(x.cover_embedding, y.cover_embedding))
+        return verified_similarity(cosine, x.version_sequence, y.version_sequence), cosine
+
+    similarity, cosine = verified(a, b)
+    if not references:
+        return VersionSimilarity(similarity=similarity, cosine=cosine, z=None, is_version=None)
+    refs = [_analysis(r, None, model) for r in references]
+    nulls = [null_model([verified(*sorted((t, r), key=lambda u: (u.track_id, u.uri)))[0] for r in refs],
+                        settings.min_spread) for t in (a, b)]
+    z = edge_z(similarity, nulls[0], nulls[1])
+    long_enough = min(a.duration_s, b.duration_s) >= settings.min_duration_s
+    return VersionSimilarity(similarity=similarity, cosine=cosine, z=z, is_version=bool(
+        z >= settings.min_z and long_enough and (min_similarity is None or similarity >= min_similarity)))
 

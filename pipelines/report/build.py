@@ -289,9 +289,9 @@ def _errors_section(tables: RunTables, limits: ReportLimits) -> str:
         return paragraph("No errors and no warnings.")
     from pipelines.sources import path_of_uri
 
-    rows = [(e.get("severity") or "error", e["stage"], e["error_type"], path_of_uri(e["uri"]), e["message"])
-            for e in errors]
-    return table(["severity", "stage", "type", "file", "message"], rows, limits.max_rows, "errors and warnings",
+    rows = [(e.get("severity") or "error", e["stage"], e["error_type"], _name(path_of_uri(e["uri"])), e["uri"],
+             e["message"]) for e in errors]
+    return table(["severity", "stage", "type", "file", "uri", "message"], rows, limits.max_rows, "errors and warnings",
                  [r[0] for r in rows])
 
 
