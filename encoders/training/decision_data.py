@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +106,9 @@ def build_decision_collection(out_dir: str | os.PathLike, split: str, *, n_whole
     if truth_path.exists() and json.loads(truth_path.read_text()).get("params") == params:
         return json.loads(truth_path.read_text())
     rng = np.random.default_rng([seed, 0 if split == "fit" else 1])
-    (out / "midi").mkdir(parents=True, exist_ok=True)
-    (out / "audio").mkdir(parents=True, exist_ok=True)
+    for sub in ("midi", "audio"):  # files of an earlier, different build would be unlabelled pairs
+        shutil.rmtree(out / sub, ignore_errors=True)
+        (out / sub).mkdir(parents=True)
     real = [p for files in real_recordings(split).values() for p in files]
     backgrounds = [real[i] for i in rng.permutation(len(real))[:8]]
     background_audio = [decode_audio(p.read_bytes())[: 120 * SAMPLE_RATE] for p in backgrounds]
