@@ -105,21 +105,27 @@ def test_learned_embedding_retrieves_rendered_versions(rendered_versions):
 
 
 def test_verified_clusters_join_renderings_and_nothing_else(rendered_versions):
-    """The pipeline's clustering (20-NN candidates verified by alignment, default threshold) on real renderings:
-    no cluster mixes two chorales, and more renderings are joined than by the embedding's kNN graph alone
-    (these 32-beat excerpts are harder than whole pieces; the default threshold favours precision)."""
+    """The pipeline's clustering (20-NN candidates and reference pairs verified by alignment, edges z-scored
+    against both tracks' nulls, hashing.decisions) on real renderings: no cluster mixes two chorales, and more
+    renderings are joined than by the embedding's kNN graph alone (these 32-beat excerpts are harder than whole
+    pieces; the decision favours precision)."""
     from encoders.versions.chroma import version_sequence
-    from hashing.clustering import cluster_graph, verified_edges
+    from hashing.clustering import cluster_graph
+    from hashing.decisions import REFERENCE_TRACKS, VersionSettings
+    from hashing.version_align import verified_similarity
     from pipelines.pipeline import RunConfig
+    from pipelines.versions import decided_edges, version_candidates
 
     items = rendered_versions
     x = np.stack([cover_embedding(it.chroma.astype(np.float32), 21.533, it.tracked_beats) for it in items])
     sequences = [version_sequence(it.chroma, 21.533, it.tracked_beats) for it in items]
     cfg = RunConfig(audio=[], midi=[], out="")
-    a, b, w = verified_edges(x, sequences, cfg.version_candidates, cfg.version_min_cosine)
     ids = [f"{i:02d}" for i in range(len(items))]
-    labels = cluster_graph(ids, [(ids[i], ids[j], s) for i, j, s in zip(a, b, w, strict=True)], (),
-                           cfg.cluster_similarity)
+    tracks = [(ids[i], f"{i}.wav", "audio", x[i]) for i in range(len(items))]
+    pairs_to_verify = version_candidates(tracks, cfg.version_candidates, cfg.version_min_cosine, REFERENCE_TRACKS)
+    verified = [(a, b, verified_similarity(cos, sequences[int(a)], sequences[int(b)]), ref)
+                for a, (b, cos, ref) in pairs_to_verify]
+    labels = cluster_graph(ids, decided_edges(verified, VersionSettings()))
     members: dict[str, set[str]] = {}
     for i, it in zip(ids, items, strict=True):
         members.setdefault(labels[i], set()).add(it.name)
