@@ -86,9 +86,11 @@ def sampled_tracks(tracks: list[dict], n: int) -> list[dict]:
     return chosen
 
 
-def version_graph(clusters: list[dict], accepted: list[dict]) -> tuple[list[list[str]], dict, list, list]:
+def version_graph(clusters: list[dict], accepted: list[dict], version_edges: list[dict] | None = None
+                  ) -> tuple[list[list[str]], dict, list, list]:
     """Clusters of size > 1 (largest first, at most MAX_GRAPH_CLUSTERS and MAX_GRAPH_NODES nodes) as
-    (member ids per cluster, nodes, version edges (a, b, similarity) inside a cluster, match edges)."""
+    (member ids per cluster, nodes, version edges (a, b, similarity) inside a cluster, match edges). The version
+    edges are the run's accepted ones (`version_edges`), or each track's nearest version for runs without it."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in clusters:
         if row["cluster_size"] > 1:
@@ -104,7 +106,11 @@ def version_graph(clusters: list[dict], accepted: list[dict]) -> tuple[list[list
         nodes.update({r["track_id"]: {"name": _name(r["uri"]), "modality": r["modality"],
                                       "cluster": r["cluster_id"]} for r in rows})
     edges: dict[frozenset, tuple[str, str, float]] = {}
-    for row in clusters:
+    for e in version_edges or []:
+        a, b = e["track_a"], e["track_b"]
+        if e["accepted"] and a in nodes and b in nodes and nodes[a]["cluster"] == nodes[b]["cluster"]:
+            edges[frozenset((a, b))] = (a, b, float(e["similarity"]))
+    for row in clusters if version_edges is None else []:
         other = row["nearest_version_id"]
         if row["track_id"] in nodes and other in nodes and nodes[other]["cluster"] == nodes[row["track_id"]]["cluster"]:
             edges.setdefault(frozenset((row["track_id"], other)),
@@ -236,15 +242,18 @@ def _structure_section(tables: RunTables, feats: _Features, folder: Path, limits
 
 
 def _clusters_section(tables: RunTables, accepted: list[dict], folder: Path, limits: ReportLimits) -> tuple[str, int]:
-    members, nodes, edges, match_edges = version_graph(tables.rows("clusters"), accepted)
+    kept_edges = tables.rows("version_edges")
+    members, nodes, edges, match_edges = version_graph(tables.rows("clusters"), accepted,
+                                                       kept_edges if kept_edges else None)
     if not members:
         return paragraph("No cluster has more than one track."), 0
     total = len({r["cluster_id"] for r in tables.rows("clusters") if r["cluster_size"] > 1})
     title = f"{len(members)} of {total} clusters of size > 1"
     figures.cluster_graph_figure(folder / "clusters.png", members, nodes, edges, match_edges, title)
+    joined = ("the version edges the run accepted (`version_edges`: z above both tracks' nulls)" if kept_edges
+              else "a track to its nearest verified version")
     html = paragraph("Each circle is a cluster of versions; nodes are tracks (blue MIDI, orange audio); solid edges "
-                     "join a track to its nearest verified version (width and number: verified similarity), "
-                     "dashed ones are accepted matches.")
+                     f"are {joined} (width and number: verified similarity), dashed ones are accepted matches.")
     html += figure("clusters.png", "graph", title)
     uris = {r["track_id"]: r["uri"] for r in tables.rows("clusters")}
     rows = [(r["cluster_id"], r["cluster_size"], r["modality"], _name(r["uri"]),
