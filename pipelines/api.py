@@ -266,28 +266,29 @@ def version_similarity(path_a: Track, path_b: Track, *, references: Sequence[Tra
     >>> same.is_version, different.is_version, float(same) > float(different)
     (True, False, True)
     """
-    from hashing.clustering import knn_graph
-    from hashing.decisions import edge_z, null_model
-    from hashing.version_align import verified_similarity
+    from hashing.decisions import null_model, version_decision
     from pipelines.pipeline import RunConfig
 
     settings = RunConfig([], [], "", calibration=calibration).decisions().versions
     a, b = _analysis(path_a, None, model), _analysis(path_b, None, model)
-    a, b = sorted((a, b), key=lambda t: (t.track_id, t.uri))  # the run verifies (smaller id, larger id)
-
-    def verified(x, y) -> tuple[float, float]:
-        _, _, cos = knn_graph(np.stack([x.cover_embedding, y.cover_embedding]), 1, -np.inf)
-        cosine = float(cos[0]) if len(cos) else float(np.dot(x.cover_embedding, y.cover_embedding))
-        return verified_similarity(cosine, x.version_sequence, y.version_sequence), cosine
-
-    similarity, cosine = verified(a, b)
+    similarity, cosine = verified_pair(a, b)
     if not references:
         return VersionSimilarity(similarity=similarity, cosine=cosine, z=None, is_version=None)
     refs = [_analysis(r, None, model) for r in references]
-    nulls = [null_model([verified(*sorted((t, r), key=lambda u: (u.track_id, u.uri)))[0] for r in refs],
-                        settings.min_spread) for t in (a, b)]
-    z = edge_z(similarity, nulls[0], nulls[1])
+    nulls = [null_model([verified_pair(t, r)[0] for r in refs], settings.min_spread) for t in (a, b)]
     long_enough = min(a.duration_s, b.duration_s) >= settings.min_duration_s
-    return VersionSimilarity(similarity=similarity, cosine=cosine, z=z, is_version=bool(
-        z >= settings.min_z and long_enough and (min_similarity is None or similarity >= min_similarity)))
+    z, is_version = version_decision(similarity, nulls[0], nulls[1], long_enough, settings, min_similarity)
+    return VersionSimilarity(similarity=similarity, cosine=cosine, z=z, is_version=is_version)
+
+
+def verified_pair(a: TrackAnalysis, b: TrackAnalysis) -> tuple[float, float]:
+    """(verified similarity, cosine) of two analysed tracks, computed as the run verifies a pair: the smaller
+    id first, the cosine from faiss, then ``hashing.version_align.verified_similarity``."""
+    from hashing.clustering import knn_graph
+    from hashing.version_align import verified_similarity
+
+    a, b = sorted((a, b), key=lambda t: (t.track_id, t.uri))
+    _, _, cos = knn_graph(np.stack([a.cover_embedding, b.cover_embedding]), 1, -np.inf)
+    cosine = float(cos[0]) if len(cos) else float(np.dot(a.cover_embedding, b.cover_embedding))
+    return verified_similarity(cosine, a.version_sequence, b.version_sequence), cosine
 

@@ -77,6 +77,7 @@ class RunEvidence:
         self.scored = {(r["midi_id"], r["audio_id"]): (r["margin"], r["aligned_s"]) for r in rows}
         self.store = StateStore(state or f"{out.rstrip('/')}/{STATE_DIR}", analysis_key(model))
         self._analyses: dict[str, object] = {}
+        self._nulls: dict[str, tuple[float, float]] = {}
         self.aligned = 0
 
     def track(self, uri: str) -> dict:
@@ -110,24 +111,30 @@ class RunEvidence:
         pair = align_pair(self.analysis(midi_id).cqt, self.analysis(audio_id).cqt, FRAME_RATE)
         return match_margin(pair.score, pair.null_scores), pair.aligned_s
 
+    def similarity(self, a: str, b: str) -> float:
+        """The verified version similarity of two tracks, as the run computes it (``pipelines.api.verified_pair``)."""
+        from pipelines.api import verified_pair
+
+        return verified_pair(self.analysis(a), self.analysis(b))[0]
+
+    def null(self, track_id: str, settings) -> tuple[float, float]:
+        """A track's null: its similarities to its reference tracks (``hashing.decisions``), computed once."""
+        from hashing.decisions import REFERENCE_TRACKS, null_model, reference_tracks
+
+        if track_id not in self._nulls:
+            references = reference_tracks(self.ids, track_id, REFERENCE_TRACKS)
+            self._nulls[track_id] = null_model([self.similarity(track_id, r) for r in references],
+                                               settings.min_spread)
+        return self._nulls[track_id]
+
     def version_z(self, a: str, b: str, settings) -> float:
         """How far the verified similarity of two tracks stands above both their nulls (``hashing.decisions``)."""
-        from hashing.decisions import REFERENCE_TRACKS, edge_z, null_model, reference_tracks
+        from hashing.decisions import edge_z
 
-        def similarity(x: str, y: str) -> float:
-            from hashing.version_align import verified_similarity
-
-            ax, ay = self.analysis(x), self.analysis(y)
-            return verified_similarity(float(ax.cover_embedding @ ay.cover_embedding), ax.version_sequence,
-                                       ay.version_sequence)
-
-        nulls = [null_model([similarity(t, r) for r in reference_tracks(self.ids, t, REFERENCE_TRACKS)],
-                            settings.min_spread) for t in (a, b)]
-        return edge_z(similarity(a, b), nulls[0], nulls[1])
+        return edge_z(self.similarity(a, b), self.null(a, settings), self.null(b, settings))
 
 
-def calibrate(out: str, labels: list[Label], state: str | None = None, model: str | None = None,
-              base=None, progress=print):
+def calibrate(out: str, labels: list[Label], state: str | None = None, model: str | None = None, base=None):
     """Decision settings re-fitted on ``labels`` against the run in ``out``; returns (settings, report lines)."""
     from hashing.decisions import DecisionSettings, fit_match_settings, fit_version_settings
 

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 GCS_HOST = "storage.googleapis.com"
 TIMEOUT_S = 5.0
+_verified = False  # access was checked in this process: the CLI checks before Beam loads, the run checks again
 
 
 class CloudAccessError(RuntimeError):
@@ -31,8 +32,10 @@ def gcs_paths(values: Iterable[str | None]) -> list[str]:
 def check_gcs_access(paths: list[str], timeout_s: float = TIMEOUT_S) -> None:
     """Raise CloudAccessError within about ``2 * timeout_s`` seconds when ``paths`` (``gs://``) cannot be used:
     the gcp extra is missing, no Application Default Credentials are found, or Cloud Storage (or the HTTPS proxy)
-    does not accept a connection. Does nothing when ``paths`` is empty."""
-    if not paths:
+    does not accept a connection. Does nothing when ``paths`` is empty, or once access was verified in this
+    process (the answer does not depend on which paths)."""
+    global _verified
+    if not paths or _verified:
         return
     what = f"{paths[0]} is on Google Cloud Storage"
     try:
@@ -56,6 +59,7 @@ def check_gcs_access(paths: list[str], timeout_s: float = TIMEOUT_S) -> None:
         reason = str(exc) or type(exc).__name__
         raise CloudAccessError(f"{what} but {host}:{port} cannot be reached within {timeout_s:.0f} s ({reason}): "
                                "check the network connection, firewall and HTTPS_PROXY") from None
+    _verified = True
 
 
 def _endpoint() -> tuple[str, int]:

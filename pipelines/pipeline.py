@@ -68,11 +68,13 @@ class RunConfig:
         """The options and decision cuts of this run, as recorded in ``OUT/history/runs`` (for the report)."""
         from dataclasses import asdict
 
+        from hashing.decisions import MATCH_CONFIDENCE
+
         decisions = self.decisions()
         return {"top_k": self.top_k, "candidates": self.n_candidates, "refine": self.n_refine,
                 "model": self.model, "cluster_similarity": self.cluster_similarity,
                 "version_candidates": self.version_candidates, "version_min_cosine": self.version_min_cosine,
-                "match_confidence": 0.5, "match_decision": asdict(decisions.match),
+                "match_confidence": MATCH_CONFIDENCE, "match_decision": asdict(decisions.match),
                 "version_decision": asdict(decisions.versions), "calibration": self.calibration,
                 "calibration_fitted_on": decisions.fitted_on, "state": self.state_folder(), "history": self.history}
 

@@ -106,7 +106,7 @@ def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_simila
     is its reference pairs' similarities, and a candidate edge counts (``accepted``) when it stands
     ``settings.min_z`` robust deviations above the nulls of both its ends (and reaches ``min_similarity`` when
     one is given), between two tracks of at least ``settings.min_duration_s`` (``durations``)."""
-    from hashing.decisions import edge_z, null_model
+    from hashing.decisions import null_model, version_decision
 
     durations = durations or {}
 
@@ -122,9 +122,9 @@ def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_simila
     fallback = null_model([], settings.min_spread)
     rows = []
     for a, b, similarity, is_reference in sorted(verified, key=lambda e: (min(e[0], e[1]), max(e[0], e[1]))):
-        z = edge_z(similarity, nulls.get(a, fallback), nulls.get(b, fallback))
-        accepted = (not is_reference and z >= settings.min_z and long_enough(a) and long_enough(b)
-                    and (min_similarity is None or similarity >= min_similarity))
+        z, counts = version_decision(similarity, nulls.get(a, fallback), nulls.get(b, fallback),
+                                     long_enough(a) and long_enough(b), settings, min_similarity)
+        accepted = counts and not is_reference
         rows.append({"track_a": min(a, b), "track_b": max(a, b), "similarity": float(similarity), "z": float(z),
                      "is_reference": bool(is_reference), "accepted": bool(accepted)})
     return rows
@@ -180,21 +180,22 @@ def write_cluster_ids(path: str | None, labels: dict[str, str]) -> None:
     FileSystems.rename([temp], [path])
 
 
-def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], verified: list[tuple[str, str, float, bool]],
-                 match_edges: list[tuple[str, str]], settings, min_similarity: float | None = None,
-                 ids_path: str | None = None, durations: dict[str, float] | None = None) -> list[dict]:
-    """One `clusters` row per distinct track id, from the version edges that count (``decided_edges``) and the
-    match edges; cluster ids carry over from the previous run's (``ids_path``, in the state folder)."""
+def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], version_edges: list[dict],
+                 match_edges: list[tuple[str, str]], ids_path: str | None = None) -> list[dict]:
+    """One `clusters` row per distinct track id, from the `version_edges` rows (``edge_rows``: the accepted ones
+    join tracks, the candidate ones name each track's nearest version) and the match edges; cluster ids carry
+    over from the previous run's (``ids_path``, in the state folder)."""
     from hashing.clustering import cluster_graph, nearest_versions, stable_labels
 
     by_id = _tracks_by_id(tracks)
     ids = sorted(by_id)
     if not ids:
         return []
-    edges = decided_edges(verified, settings, min_similarity, durations)
-    labels = stable_labels(cluster_graph(ids, edges, match_edges), read_cluster_ids(ids_path))
+    accepted = [(r["track_a"], r["track_b"], r["z"]) for r in version_edges if r["accepted"]]
+    labels = stable_labels(cluster_graph(ids, accepted, match_edges), read_cluster_ids(ids_path))
     write_cluster_ids(ids_path, labels)
-    nearest = nearest_versions([(a, b, s) for a, b, s, is_reference in verified if not is_reference])
+    nearest = nearest_versions([(r["track_a"], r["track_b"], r["similarity"]) for r in version_edges
+                                if not r["is_reference"]])
     sizes: dict[str, int] = {}
     for label in labels.values():
         sizes[label] = sizes.get(label, 0) + 1
@@ -206,12 +207,13 @@ def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], verified: list[
 
 
 class ClusterVersions(beam.PTransform):
-    """Analysed tracks (and the matches' edges) -> one `clusters` row per distinct track, ``errors`` rows of
-    pairs that could not be verified, and the counts of proposed and verified pairs.
+    """Analysed tracks (and the matches' edges) -> one `clusters` row per distinct track, the `version_edges`
+    rows, ``errors`` rows of pairs that could not be verified, and the counts of proposed and verified pairs.
 
-    Two steps gather everything on one worker, by design: the nearest-neighbour search over all version
-    embeddings (faiss) and the community detection over the whole verified graph (igraph's Leiden). Both
-    hold one small vector or edge per track; verification, the costly part, runs in parallel.
+    Three steps gather everything on one worker, by design: the nearest-neighbour search over all version
+    embeddings (faiss), the decision on every verified pair (each track's null needs all its reference pairs),
+    and the community detection over the accepted edges (igraph's Leiden). Each holds one small vector or a
+    few edges per track; verification, the costly part, runs in parallel.
     """
 
     def __init__(self, k: int, min_cosine: float, min_similarity: float | None, settings=None,
@@ -250,20 +252,18 @@ class ClusterVersions(beam.PTransform):
             | "Join second sequence" >> beam.CoGroupByKey()
             | "Verify versions" >> beam.ParDo(VerifyVersions()).with_outputs(ERRORS, main="edges")
         )
-        clusters = (
-            features.pipeline
-            | "Cluster trigger" >> beam.Create([None])
-            | "Cluster" >> beam.FlatMap(
-                lambda _, tracks, edges, matches, lengths: cluster_rows(tracks, edges, matches, settings, similarity,
-                                                                         ids_path, lengths),
-                beam.pvalue.AsList(embeddings), beam.pvalue.AsList(verified.edges), beam.pvalue.AsList(match_edges),
-                durations)
-        )
         edges = (
             features.pipeline
             | "Edges trigger" >> beam.Create([None])
             | "Version edges" >> beam.FlatMap(lambda _, edges, lengths: edge_rows(edges, settings, similarity, lengths),
                                               beam.pvalue.AsList(verified.edges), durations)
+        )
+        clusters = (
+            features.pipeline
+            | "Cluster trigger" >> beam.Create([None])
+            | "Cluster" >> beam.FlatMap(
+                lambda _, tracks, rows, matches: cluster_rows(tracks, rows, matches, ids_path),
+                beam.pvalue.AsList(embeddings), beam.pvalue.AsList(edges), beam.pvalue.AsList(match_edges))
         )
         errors = (first_sent[ERRORS], verified[ERRORS]) | "Verification errors" >> beam.Flatten()
         return {"clusters": clusters, "errors": errors, "version_edges": edges,

@@ -55,11 +55,10 @@ def _name(uri: str) -> str:
 
 
 def _default_settings(out: str) -> dict:
-    from hashing.align import MATCH_CONFIDENCE
     from pipelines.pipeline import STATE_DIR, RunConfig
 
     cfg = RunConfig(audio=[], midi=[], out=out)
-    return {**cfg.settings(), "match_confidence": MATCH_CONFIDENCE, "state": FileSystems.join(out, STATE_DIR)}
+    return {**cfg.settings(), "state": FileSystems.join(out, STATE_DIR)}
 
 
 def accepted_matches(matches: list[dict]) -> list[dict]:

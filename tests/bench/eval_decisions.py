@@ -82,8 +82,9 @@ def match_figures(truth: dict, matches: list[dict], name: str, decided: dict[tup
         elif accepted:
             false_matches.append(key)
     seen = {(path[m["midi_uri"]], path[m["audio_uri"]]) for m in matches}
+    decided_by_path = {(path[a], path[b]): v for (a, b), v in decided.items()}
     for key, kind in true.items():
-        found = {(path[a], path[b]): v for (a, b), v in decided.items()}.get(key, False)
+        found = decided_by_path.get(key, False)
         by_kind[kind].append(found)
         by_kind["all"].append(found)
     tp = sum(by_kind["all"])
@@ -184,16 +185,13 @@ def main() -> None:
           f"{len(truth['pairs'])} true pairs, {len(truth['families'])} version families")
     match_figures(truth, matches, f"{args.split} new", {(m["midi_uri"], m["audio_uri"]): m["is_match"]
                                                         for m in matches})
-    match_figures(truth, matches, f"{args.split} baseline", baseline_matches(matches))
+    baseline = baseline_matches(matches)
+    match_figures(truth, matches, f"{args.split} baseline", baseline)
     tracks = rows(out, "SELECT track_id, uri FROM tracks WHERE status = 'ok'")
     clusters = {r["track_id"]: r["cluster_id"] for r in rows(out, "SELECT track_id, cluster_id FROM clusters")}
     cluster_figures(truth, tracks, clusters, f"{args.split} new")
     edges = rows(out, "SELECT * FROM version_edges WHERE NOT is_reference")
-    match_edges = [(m["midi_id"], m["audio_id"]) for m in matches if m["is_match"]]
-    old_match_edges = [(m["midi_id"], m["audio_id"]) for m in matches
-                       if baseline_matches([x for x in matches if x["audio_uri"] == m["audio_uri"]])[
-                           (m["midi_uri"], m["audio_uri"])]]
-    del match_edges
+    old_match_edges = [(m["midi_id"], m["audio_id"]) for m in matches if baseline[(m["midi_uri"], m["audio_uri"])]]
     old = cluster_graph(list(clusters), [(e["track_a"], e["track_b"], e["similarity"]) for e in edges],
                         old_match_edges, BASELINE_CLUSTER_SIMILARITY)
     cluster_figures(truth, tracks, old, f"{args.split} baseline")
