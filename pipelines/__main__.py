@@ -1,7 +1,5 @@
 """`python -m pipelines` is the `mirmatch` command."""
 
-import sys
+from pipelines.cli import entry
 
-from pipelines.cli import main
-
-sys.exit(main())
+entry()

@@ -461,5 +461,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The `mirmatch` command (and `python -m pipelines`): ``main``, then exit without the interpreter's teardown.
+
+    Once ``main`` has returned, everything is written and closed (tables, report, lock). About one finished run
+    in six then aborted during interpreter teardown ("terminate called without an active exception", exit -6:
+    a native thread of one of the libraries still joinable when its owner is destroyed), turning a completed run
+    into a failure for schedulers; leaving with ``os._exit`` after flushing skips that teardown."""
+    import os
+
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
