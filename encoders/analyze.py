@@ -35,13 +35,13 @@ from encoders.media import (
 from encoders.render import check_rendered_peak, render_blocks, render_midi
 from encoders.structure.grid import structure_grid
 from encoders.structure.laplacian import Segment
-from encoders.structure.learned import learned_segments
+from encoders.structure.sections import track_segments
 from encoders.versions.chroma import version_sequence
 from encoders.versions.embedding import cover_embedding
 
 MODALITIES = ("audio", "midi")
 #: Bumped when the analysis changes in a way its code digest would not show (e.g. a dependency's output).
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: sections from the symbolic (MIDI) and boundary-CNN (audio) methods
 #: The modules whose results the state folder keeps: the per-track analysis, the hash encoders it is given
 #: (``encoders.codes.load_hasher``) and the pair alignment.
 ANALYSIS_ENTRY_POINTS = ("encoders.analyze", "encoders.codes", "hashing.align")
@@ -95,6 +95,7 @@ def analysis_key(model: str | None = None) -> str:
     files = [(Path(model).name, Path(model))] if model and model.endswith(".pt") else []
     files += [(name, module_path(name)) for name in analysis_modules()]  # by module name: two files are learned.py
     files += [(path.name, path) for path in sorted((_ROOT / "encoders" / "weights").glob("*.pt"))]
+    files += [(path.name, path) for path in sorted((_ROOT / "encoders" / "weights").glob("symbolic-*.json"))]
     for label, path in files:
         digest.update(label.encode())
         digest.update(hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
@@ -129,21 +130,22 @@ class TrackAnalysis:
 
 def track_features(data: bytes, modality: str) -> tuple[Features, float]:
     """Decode or render a track and compute its frame features; returns (features, duration_s)."""
-    features, duration, _ = _features_and_warnings(data, modality)
+    features, duration, _, _ = _features_and_warnings(data, modality)
     return features, duration
 
 
-def _features_and_warnings(data: bytes, modality: str) -> tuple[Features, float, list[TrackWarning]]:
+def _features_and_warnings(data: bytes, modality: str) -> tuple[Features, float, list[TrackWarning], object]:
+    """(features, duration, warnings, the parsed MIDI file or None for a recording)."""
     if modality == "audio":
         y = decode_audio(data)
-        return audio_features(y), len(y) / SAMPLE_RATE, audio_warnings(y)
+        return audio_features(y), len(y) / SAMPLE_RATE, audio_warnings(y), None
     if modality == "midi":
         pm = parse_midi(data)
         duration = midi_duration(pm)
         if duration > LONG_MIDI_S:
-            return long_midi_features(pm), duration, midi_warnings(pm, duration)
+            return long_midi_features(pm), duration, midi_warnings(pm, duration), pm
         y = render_midi(pm)
-        return audio_features(y, beat_times=pm.get_beats()), duration, midi_warnings(pm, duration)
+        return audio_features(y, beat_times=pm.get_beats()), duration, midi_warnings(pm, duration), pm
     raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
 
 
@@ -216,8 +218,9 @@ def analyze_source(source: bytes | BinaryIO, uri: str, modality: str, hasher, tr
             return analyze_long_audio(source, uri, hasher, track_id)
         source.seek(0)
         data = source.read()
-    features, duration, warnings = _features_and_warnings(data, modality)
-    return analysis_from_features(track_id or content_id(data), uri, modality, features, duration, hasher, warnings)
+    features, duration, warnings, pm = _features_and_warnings(data, modality)
+    return analysis_from_features(track_id or content_id(data), uri, modality, features, duration, hasher, warnings,
+                                  pm=pm)
 
 
 def analyze_long_audio(f: BinaryIO, uri: str, hasher, track_id: str) -> TrackAnalysis:
@@ -230,8 +233,9 @@ def analyze_long_audio(f: BinaryIO, uri: str, hasher, track_id: str) -> TrackAna
 
 
 def analysis_from_features(track_id: str, uri: str, modality: str, features: Features, duration: float,
-                           hasher, warnings: list[TrackWarning] | None = None) -> TrackAnalysis:
-    """Codes, version embedding and sections of a track whose frame features are known."""
+                           hasher, warnings: list[TrackWarning] | None = None, pm=None) -> TrackAnalysis:
+    """Codes, version embedding and sections of a track whose frame features are known (``pm``: the parsed
+    MIDI file of a MIDI track, whose notes give its sections; ``encoders.structure.sections``)."""
     n_frames = min(len(features.cqt), int(np.ceil(duration * FRAME_RATE)) + 1)
     if n_frames < 8:
         raise MediaError(f"track too short to analyse ({duration:.2f} s)", "TooShort")
@@ -250,8 +254,8 @@ def analysis_from_features(track_id: str, uri: str, modality: str, features: Fea
         frame_codes=frame_codes,
         track_code=track_code,
         cover_embedding=cover_embedding(features.chroma[:n_frames], FRAME_RATE, beats),
-        segments=learned_segments(cqt, features.frame_times[:n_frames], float(duration),
-                                  structure_grid(beats, float(duration))),
+        segments=track_segments(cqt, features.frame_times[:n_frames], float(duration),
+                                structure_grid(beats, float(duration)), pm=pm),
         warnings=list(warnings or []),
         version_sequence=version_sequence(features.chroma[:n_frames], FRAME_RATE, beats),
     )
