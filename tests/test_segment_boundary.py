@@ -8,16 +8,21 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from encoders.features import FRAME_RATE
+from encoders.features import FRAME_RATE, audio_features
+from encoders.media import SAMPLE_RATE
+from encoders.render import render_midi
 from encoders.structure.boundary import boundary_segments, load_boundary_model
 from encoders.structure.labels import segment_labels
 from encoders.structure.laplacian import Segment
 from encoders.structure.sections import track_segments
 from encoders.structure.symbolic import (
+    FEATURE_NAMES,
     beat_features,
     load_symbolic_model,
+    onset_similarity,
     pick_peaks,
     repetition_evidence,
+    slot_onsets,
     symbolic_segments,
     usable_midi,
 )
@@ -62,13 +67,22 @@ def _form_midi(form: str, bpm: float = 100.0, beats: int = 16, seed: int = 0) ->
 
 
 def test_repetition_evidence_marks_repeat_edges() -> None:
-    pm, starts = _form_midi("ABAB", beats=16)
-    _, beats, sim = beat_features(pm)
-    ev = repetition_evidence(sim)
-    # ABAB repeats at lag 32: the run starts at beat 0 / 32 and ends at 32 / 64; the strongest inner evidence
-    # is on the repeat's start, never inside a section
+    pm, _ = _form_midi("ABAB", beats=16)
+    beats = pm.get_beats()
+    bounds = np.r_[beats, pm.get_end_time()]
+    notes = pm.instruments[0].notes
+    onsets = slot_onsets(np.array([n.start for n in notes]), np.array([n.pitch for n in notes]), bounds, 4)
+    sim = onset_similarity(onsets)
+    ev = repetition_evidence(sim, np.asarray(onsets.sum(axis=1)).ravel() > 0, 4)[0]
+    # ABAB repeats at lag 32 beats: the run starts at beat 0 / 32 and ends at 32 / 64; the strongest inner
+    # evidence is on the repeat's start, and there is none inside a section
     assert int(np.argmax(ev[1:-1])) + 1 == 32
     assert ev[8] == 0.0 and ev[40] == 0.0
+    feats, grid, beat_sim = beat_features(pm)
+    assert feats.shape == (len(grid), len(FEATURE_NAMES)) and beat_sim.shape == (len(grid), len(grid))
+    a_vs_a = np.mean([beat_sim[i, 32 + i] for i in range(16)])
+    a_vs_b = np.mean([beat_sim[i, 16 + i] for i in range(16)])
+    assert a_vs_a > a_vs_b + 0.2, (a_vs_a, a_vs_b)
 
 
 @pytest.mark.parametrize("form", ["AABA", "ABAB", "ABCA"])
@@ -108,16 +122,20 @@ def test_track_segments_reads_the_notes_of_a_midi_file() -> None:
     assert [s.label for s in segs] == ["A", "A", "B", "A"]
 
 
-def test_boundary_segments_on_synthetic_form() -> None:
-    feats, times, duration = synthetic_form("AABA", 16.0, np.random.default_rng(3), FRAME_RATE, 0.0, (0.5, 1.0),
-                                            0.02)
-    feats = np.clip(feats, 0, 1).astype(np.float32)
-    for beats in (np.arange(0.0, duration, 0.5), None):  # a beat grid, and the fixed-window fallback
-        segs = boundary_segments(feats, times, duration, beats)
-        _assert_covers(segs, duration)
-        est = np.array([[s.start_s, s.end_s] for s in segs])
-        ref = np.array([[i * 16.0, (i + 1) * 16.0] for i in range(4)])
-        assert mir_eval.segment.detection(ref, est, window=3.0, trim=True)[2] >= 0.66, segs
+def test_boundary_segments_on_a_rendered_form() -> None:
+    pm, starts = _form_midi("AABA", bpm=110.0, beats=24, seed=5)
+    y = render_midi(pm)
+    duration = len(y) / SAMPLE_RATE
+    feats = audio_features(y)
+    times = np.arange(len(feats.cqt)) / FRAME_RATE
+    ref = np.array([[a, b] for a, b in zip(starts, starts[1:] + [duration], strict=True)])
+    segs = boundary_segments(feats.cqt, times, duration, feats.beat_times)
+    _assert_covers(segs, duration)
+    est = np.array([[s.start_s, s.end_s] for s in segs])
+    assert mir_eval.segment.detection(ref, est, window=3.0, trim=True)[2] >= 0.5, segs
+    fallback = boundary_segments(feats.cqt, times, duration, None)  # no usable beats: fixed windows
+    _assert_covers(fallback, duration)
+    assert len(fallback) < 12
 
 
 def test_boundary_segments_degenerate_and_bad_input() -> None:
@@ -146,7 +164,7 @@ def test_pick_peaks_keeps_sections_long_enough() -> None:
     score[[10, 12, 25]] = [0.9, 0.95, 0.8]
     times = np.arange(40) * 0.5
     assert pick_peaks(score, times, 20.0, 0.5, 2.0) == [12, 25]
-    assert pick_peaks(score, times, 20.0, 0.5, 8.0) == [12]
+    assert pick_peaks(score, times, 20.0, 0.5, 7.0) == [25]  # 12 is 6 s from the start
 
 
 def test_shipped_models_load() -> None:

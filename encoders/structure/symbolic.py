@@ -27,8 +27,8 @@ import scipy.sparse
 from encoders.structure.labels import segment_labels
 from encoders.structure.laplacian import Segment
 
-__all__ = ["DEFAULT_SYMBOLIC_WEIGHTS", "SUB_BEATS", "beat_features", "symbolic_beats", "symbolic_segments",
-           "usable_midi"]
+__all__ = ["DEFAULT_SYMBOLIC_WEIGHTS", "SUB_BEATS", "beat_features", "repetition_evidence",
+           "symbolic_beats", "symbolic_segments", "usable_midi"]
 
 DEFAULT_SYMBOLIC_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "symbolic-boundary-v1.json"
 SUB_BEATS = 4
@@ -36,7 +36,11 @@ MIN_RUN = 4  # beats: shorter repetition runs are not evidence
 MIN_LAG = 4
 MATCH = 0.7  # Jaccard at or above which two beats are (near-)exact repeats
 MAX_BEATS = 2048
-FEATURE_NAMES = ("rep_run", "rep_run_wide", "rest", "last_ioi", "pc_nov4", "pc_nov8", "pc_nov16", "tempo",
+MAX_SLOTS = 4096  # sub-beat slots compared pairwise (float32: 64 MB)
+TEMPO_TOLERANCE = 0.1  # |log| change of beat length below this is not evidence (about 10 %)
+RUN_LEVELS = ((4, 12), (12, 24), (24, 1 << 30))  # run lengths (beats) whose evidence is counted apart
+FEATURE_NAMES = ("rep_run", "rep_run_wide", "rep_4_12", "rep_12_24", "rep_24_", "rest", "last_ioi", "pc_nov4",
+                 "pc_nov8", "pc_nov16", "tempo",
                  "meta", "instruments", "density", "downbeat", "onset", "rep_x_rest", "bias")
 
 
@@ -65,52 +69,81 @@ def _notes(pm: pretty_midi.PrettyMIDI) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return a[:, 0], a[:, 1], a[:, 2].astype(int), a[:, 3].astype(int), a[:, 4]
 
 
-def _onset_sets(starts: np.ndarray, pitches: np.ndarray, bounds: np.ndarray) -> scipy.sparse.csr_matrix:
-    """(n_beats, SUB_BEATS * 256) binary: which (sub-beat, pitch) onsets each beat holds."""
+def slots_per_beat(n_beats: int) -> int:
+    """Sub-beat slots per beat for the repetition search: SUB_BEATS, fewer on long files (memory is slots^2)."""
+    return SUB_BEATS if n_beats * SUB_BEATS <= MAX_SLOTS else max(1, MAX_SLOTS // max(n_beats, 1))
+
+
+def slot_onsets(starts: np.ndarray, pitches: np.ndarray, bounds: np.ndarray, sub: int) -> scipy.sparse.csr_matrix:
+    """(n_beats * sub, 256) binary: the pitches (drums at 128 + key) with an onset in each sub-beat slot."""
     n = len(bounds) - 1
     beat = np.searchsorted(bounds, starts, side="right") - 1
     ok = (beat >= 0) & (beat < n)
     beat, s, p = beat[ok], starts[ok], pitches[ok]
     frac = (s - bounds[beat]) / np.maximum(bounds[beat + 1] - bounds[beat], 1e-6)
-    sub = np.clip(np.round(frac * SUB_BEATS).astype(int), 0, SUB_BEATS)
-    carry = sub == SUB_BEATS  # onset just before the next beat: belongs to it
-    beat = np.where(carry, beat + 1, beat)
-    sub = np.where(carry, 0, sub)
-    keep = beat < n
-    m = scipy.sparse.coo_matrix((np.ones(int(keep.sum())), (beat[keep], sub[keep] * 256 + p[keep])),
-                                shape=(n, SUB_BEATS * 256)).tocsr()
+    slot = beat * sub + np.clip(np.round(frac * sub).astype(int), 0, sub)  # just before a beat: that beat's slot
+    keep = slot < n * sub
+    m = scipy.sparse.coo_matrix((np.ones(int(keep.sum()), np.float32), (slot[keep], p[keep])),
+                                shape=(n * sub, 256)).tocsr()
     m.data[:] = 1.0
     return m
 
 
-def beat_similarity(onsets: scipy.sparse.csr_matrix) -> np.ndarray:
-    """(n, n) Jaccard similarity of the beats' onset sets; two empty beats count 0.5."""
-    inter = (onsets @ onsets.T).toarray()
-    size = np.asarray(onsets.sum(axis=1)).ravel()
+def onset_similarity(onsets: scipy.sparse.csr_matrix) -> np.ndarray:
+    """(m, m) float32 Jaccard similarity of the slots' onset sets; two empty slots count 1 (a shared rest or
+    held note), one empty slot 0."""
+    inter = (onsets @ onsets.T).toarray().astype(np.float32)
+    size = np.asarray(onsets.sum(axis=1), dtype=np.float32).ravel()
     union = size[:, None] + size[None, :] - inter
-    sim = np.where(union > 0, inter / np.maximum(union, 1), 0.5)
-    return sim
+    return np.where(union > 0, inter / np.maximum(union, 1.0), np.float32(1.0)).astype(np.float32)
 
 
-def repetition_evidence(sim: np.ndarray) -> np.ndarray:
-    """(n + 1,) boundary evidence at each beat from the runs of near-exact repetition along every lag."""
-    n = sim.shape[0]
-    ev = np.zeros(n + 1)
+def repetition_evidence(sim: np.ndarray, nonempty: np.ndarray, sub: int,
+                        run_levels: tuple[tuple[int, int], ...] = ((MIN_RUN, 1 << 30),)) -> np.ndarray:
+    """(len(run_levels), n_beats + 1) boundary evidence at each beat from the runs of near-exact repetition
+    along every lag of the slot similarity (slots: ``sub`` per beat). A run counts for the level whose
+    range holds its length in beats, weighted by its onsets (at most 32 beats' worth); it marks its start
+    and end in both copies, at the nearest beat. Each level is scaled to a maximum of 1."""
+    m = sim.shape[0]
+    n = m // sub
+    ev = np.zeros((len(run_levels), n + 1))
     match = sim >= MATCH
-    for lag in range(MIN_LAG, n - MIN_RUN + 1):
-        d = np.diagonal(match, lag).astype(np.int8)
-        if d.sum() < MIN_RUN:
+    onsets_before = np.r_[0, np.cumsum(nonempty)]
+    min_len = MIN_RUN * sub
+    for lag in range(MIN_LAG * sub, m - min_len + 1):
+        d = np.diagonal(match, lag)
+        if d.sum() < min_len:
             continue
-        edges = np.diff(np.r_[0, d, 0])
+        edges = np.diff(np.r_[0, d.astype(np.int8), 0])
         starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-        long = ends - starts >= MIN_RUN
+        long = ends - starts >= min_len
         for a, b in zip(starts[long], ends[long], strict=True):
-            w = min(b - a, 32) / 32.0
-            for x in (a, b, a + lag, min(b + lag, n)):
-                ev[x] += w
-    ev[0] = 0.0
-    ev[n] = 0.0
-    return ev / max(ev.max(), 1e-9)
+            beats_long = (b - a) / sub
+            weight = min(onsets_before[b] - onsets_before[a], 4 * 32) / (4 * 32)
+            if weight <= 0:
+                continue
+            for k, (lo, hi) in enumerate(run_levels):
+                if lo <= beats_long < hi:
+                    for x in (a, b, a + lag, min(b + lag, m)):
+                        ev[k, min(int(round(x / sub)), n)] += weight
+    ev[:, 0] = 0.0
+    ev[:, n] = 0.0
+    return ev / np.maximum(ev.max(axis=1, keepdims=True), 1e-9)
+
+
+def beat_similarity(slot_sim: np.ndarray, sub: int) -> np.ndarray:
+    """(n, n) beat similarity for labels: the slot similarity averaged over each beat's slots pair by pair,
+    the best over offsets of up to half a beat (a repeat may sit off the beat grid by a pickup)."""
+    m = slot_sim.shape[0]
+    n = m // sub
+    padded = np.pad(slot_sim, ((0, 0), (sub, sub)), constant_values=0.0)
+    best = np.zeros((n, n), np.float32)
+    for off in range(-(sub // 2), sub // 2 + 1):
+        acc = np.zeros((n, n), np.float32)
+        for k in range(sub):
+            acc += padded[k::sub, sub + k + off::sub][:n, :n]
+        best = np.maximum(best, acc / sub)
+    return best
 
 
 def _window_hist(x: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,10 +173,15 @@ def beat_features(pm: pretty_midi.PrettyMIDI, beats: np.ndarray | None = None
     bounds = np.r_[beats, end]
     n = len(beats)
     starts, ends, pitches, programs, _ = _notes(pm)
-    onsets = _onset_sets(starts, pitches, bounds)
-    sim = beat_similarity(onsets)
-    rep = repetition_evidence(sim)[:n]
+    sub = slots_per_beat(n)
+    onsets = slot_onsets(starts, pitches, bounds, sub)
+    slot_sim = onset_similarity(onsets)
+    nonempty = np.asarray(onsets.sum(axis=1)).ravel() > 0
+    evidence = repetition_evidence(slot_sim, nonempty, sub, ((MIN_RUN, 1 << 30), *RUN_LEVELS))[:, :n]
+    rep, rep_levels = evidence[0], list(evidence[1:])
     rep_wide = np.convolve(rep, np.ones(3), mode="same")
+    both_empty = ~nonempty[:, None] & ~nonempty[None, :]
+    sim = beat_similarity(np.where(both_empty, np.float32(0.5), slot_sim), sub)  # a shared rest proves little
     beat_len = np.diff(bounds)
     # rests: silent time just before each beat (no note sounding), in beats
     sounding_end = np.zeros(n)
@@ -176,9 +214,9 @@ def beat_features(pm: pretty_midi.PrettyMIDI, beats: np.ndarray | None = None
         nov.append(_cos_dist(bfr, aft)[:n])
     db, da = _window_hist(dens, 4)
     density = np.abs(np.log1p(db[:n, 0]) - np.log1p(da[:n, 0]))
-    # tempo: beat length ratio across the beat
+    # tempo: change of beat length across the beat, beyond TEMPO_TOLERANCE (expressive drift is not a boundary)
     lb = np.log(beat_len)
-    tempo = np.abs(np.r_[0.0, np.diff(lb)])
+    tempo = np.maximum(np.abs(np.r_[0.0, np.diff(lb)]) - TEMPO_TOLERANCE, 0.0)
     meta = np.zeros(n)
     for ev in list(pm.time_signature_changes) + list(pm.key_signature_changes):
         if ev.time > 1e-3:
@@ -195,8 +233,8 @@ def beat_features(pm: pretty_midi.PrettyMIDI, beats: np.ndarray | None = None
     if len(downbeats):
         near = np.abs(beats[:, None] - downbeats[None, :]).min(axis=1) if n * len(downbeats) < 4e6 else np.zeros(n)
         downbeat = (near < 0.25 * beat_len).astype(float)
-    onset = np.asarray(onsets[:, : 256].sum(axis=1)).ravel() > 0
-    feats = np.stack([rep, rep_wide, rest, last_ioi, *nov, tempo, meta, instruments, density, downbeat,
+    onset = nonempty[::sub][:n]
+    feats = np.stack([rep, rep_wide, *rep_levels, rest, last_ioi, *nov, tempo, meta, instruments, density, downbeat,
                       onset.astype(float), rep * (rest + last_ioi), np.ones(n)], axis=1)
     return feats, beats, sim
 

@@ -49,6 +49,11 @@ from encoders.structure.symbolic import (
 from encoders.training.boundary_data import BoundaryPiece, boundary_corpus
 
 GRIDS = ("tracked", "true", "windows")
+#: Coefficients of the symbolic features the corpus has no example of (one instrument, no metre or key
+#: signature events, tempo changes within expressive drift): a tempo change of 10 % beyond the tolerance,
+#: a time or key signature event, or a change of the instruments playing each add as much to the logit as
+#: a strong repetition edge.
+SYMBOLIC_PRIORS = {"tempo": 30.0, "meta": 3.0, "instruments": 3.0}
 
 
 def segment_scores(segs: list[Segment], ref_intervals: np.ndarray, ref_labels: list[str]) -> list[float]:
@@ -129,11 +134,14 @@ def fit_symbolic(train: list[BoundaryPiece], val: list[BoundaryPiece], out: str 
     clf = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000, class_weight="balanced")
     clf.fit(x, y)
     coef = clf.coef_.ravel().tolist()
+    for name, value in SYMBOLIC_PRIORS.items():  # evidence the corpus never shows: set by hand, not fitted
+        coef[FEATURE_NAMES.index(name)] = value
     vrows = _symbolic_rows(val)
     runs = [(boundary_scores(f, {"coef": coef}), b, s, d, midi_truth(p, d), p.labels) for f, b, s, d, _, p in vrows]
     decoding, value = decode_grid(runs, lambda s, r, lab: np.mean(segment_scores(s, r, lab)),
-                                  np.linspace(0.3, 0.95, 14), (2.0, 3.0, 4.0, 6.0), (0.4, 0.5, 0.6, 0.7))
-    model = {"feature_names": list(FEATURE_NAMES), "coef": coef, **decoding,
+                                  np.linspace(0.4, 0.9, 11), (3.0, 4.0, 5.0, 6.0), (0.3, 0.4, 0.5, 0.6))
+    decoding = {k: float(v) for k, v in decoding.items()}
+    model = {"feature_names": list(FEATURE_NAMES), "coef": coef, **decoding, "priors": SYMBOLIC_PRIORS,
              "fitted_on": f"{len(train)} train pieces", "val_mean_f": round(value, 4)}
     if progress:
         print(f"  symbolic: {len(x)} beats, {int(y.sum())} boundaries; val mean F {value:.3f} with {decoding}")
@@ -243,7 +251,7 @@ def tune_audio_decoding(model: BoundaryNet, val: list[BoundaryPiece], progress: 
                                   np.linspace(0.2, 0.9, 15), (3.0, 4.0, 6.0), (0.5, 0.6, 0.7, 0.8))
     if progress:
         print(f"  audio: val mean F {value:.3f} with {decoding}")
-    return decoding
+    return {k: float(v) for k, v in decoding.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -422,7 +422,9 @@ def boundary_corpus(split: str | None = None, kind: str | None = None, **kwargs)
 
 
 def main() -> int:
-    pieces = build_boundary_corpus()
+    from encoders.training import boundary_data  # by its module name (not __main__): the cache unpickles anywhere
+
+    pieces = boundary_data.build_boundary_corpus()
     for split in SPLITS:
         for kind in ("assembled", "unassembled"):
             sel = [p for p in pieces if p.split == split and p.kind == kind]
