@@ -41,7 +41,7 @@ from encoders.versions.embedding import cover_embedding
 
 MODALITIES = ("audio", "midi")
 #: Bumped when the analysis changes in a way its code digest would not show (e.g. a dependency's output).
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 #: The modules whose results the state folder keeps: the per-track analysis, the hash encoders it is given
 #: (``encoders.codes.load_hasher``) and the pair alignment.
 ANALYSIS_ENTRY_POINTS = ("encoders.analyze", "encoders.codes", "hashing.align")

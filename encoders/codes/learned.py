@@ -8,6 +8,7 @@ sequence embedding, ICASSP 2016) into one 256-bit code per track, for the first 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,18 +151,30 @@ def inference_device() -> torch.device:
     return torch.device("cuda")
 
 
+def for_inference(model: nn.Module) -> nn.Module:
+    """``model`` compiled for inference on the CPU: TorchScript, frozen, each convolution fused with its batch
+    norm and ReLU and run in oneDNN's layout (``torch.jit.optimize_for_inference``). 3-4 times faster on one
+    core for the frame and segment encoders, with the same outputs to float rounding (about 1e-6); the
+    model is copied, not changed. On a GPU the model itself (eval mode)."""
+    if next(model.parameters()).device.type != "cpu":
+        return model.eval()
+    return torch.jit.optimize_for_inference(torch.jit.script(copy.deepcopy(model).eval()))
+
+
 @dataclass
 class LearnedHasher:
     """Codes from the trained networks; same interface as ``encoders.codes.baseline.RandomProjectionHasher``.
 
     Inference runs on the GPU when there is one; each track is one batched forward pass over all its
-    frames (the networks are convolutional in time).
+    frames (the networks are convolutional in time). On the CPU the frame encoders run compiled
+    (``for_inference``, on first use: later changes to ``nets`` are not seen).
     """
 
     weights: str | Path = DEFAULT_WEIGHTS
     name: str = field(init=False)
     nets: HashNetworks = field(init=False, repr=False)
     device: torch.device = field(init=False, repr=False)
+    _compiled: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         path = Path(self.weights)
@@ -185,7 +198,9 @@ class LearnedHasher:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         padded = pad_frames(standardise_cqt(cqt), min_codes=1)
-        net = self.nets.frame[modality]
+        if modality not in self._compiled:
+            self._compiled[modality] = for_inference(self.nets.frame[modality])
+        net = self._compiled[modality]
         with torch.inference_mode():
             if len(padded) <= EMBED_CHUNK_FRAMES:
                 return net(torch.from_numpy(padded).unsqueeze(0).to(self.device))
