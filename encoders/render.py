@@ -27,10 +27,10 @@ BLOCK = 4096  # largest number of frames asked of fluidsynth at once
 # fluidsynth is not documented as safe for several synthesizers rendering from threads of one process,
 # and Beam runs bundles on several threads: renders are serialised within a process.
 _RENDER_LOCK = threading.Lock()
-#: fluidsynth's linear interpolation of the soundfont's samples (FLUID_INTERP_LINEAR). Its default, 4th-order,
-#: costs a sixth more of the rendering; the CQT frames differ by 0.03% of a frame's range on average, and
-#: 0.03% of the frame-code bits (measured on Debian game MIDI files).
-INTERPOLATION = 1
+#: fluidsynth's interpolation of the soundfont's samples: its default, 4th order (FLUID_INTERP_4THORDER).
+#: Linear (1) costs a sixth less of the rendering in isolation, but in bench_analysis saved ~5% of the MIDI
+#: analysis while moving MIDI results (0.06% of frame-code bits, beat chroma up to 0.12): not worth it.
+INTERPOLATION = 4
 #: Soundfonts loaded once per process (parsing FluidR3 takes ~0.13 s): each is kept by a synthesizer that
 #: never renders, and lent to each rendering's own synthesizer (renders are the same samples as with a
 #: soundfont loaded for each). Used under _RENDER_LOCK only.
