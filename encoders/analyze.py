@@ -92,7 +92,8 @@ def analysis_key(model: str | None = None) -> str:
     new key (training code, the pipeline wiring or the docs do not).
     """
     digest = hashlib.blake2b(f"v{ANALYSIS_VERSION}|{model or 'learned'}".encode(), digest_size=8)
-    files = [(Path(model).name, Path(model))] if model and model.endswith(".pt") else []
+    weights = (model or "").removesuffix("+windows")  # encoders.codes.WINDOWS_SUFFIX
+    files = [(Path(weights).name, Path(weights))] if weights.endswith(".pt") else []
     files += [(name, module_path(name)) for name in analysis_modules()]  # by module name: two files are learned.py
     files += [(path.name, path) for path in sorted((_ROOT / "encoders" / "weights").glob("*.pt"))]
     for label, path in files:

@@ -234,8 +234,9 @@ def test_window_codes_are_the_track_codes_of_the_windows_frame_codes():
 
     from encoders.codes.bits import code_windows
 
-    hasher = LearnedHasher()
+    hasher = LearnedHasher(windows=True)
     cqt = np.random.default_rng(1).random((8 * 300, 48)).astype(np.float32)
+    assert LearnedHasher().all_codes(cqt, "midi")[2].shape == (0, 32)  # off by default
     frames, track, windows = hasher.all_codes(cqt, "midi")
     assert np.array_equal(frames, hasher.frame_codes(cqt, "midi"))
     assert np.array_equal(track, hasher.track_code(cqt, "midi"))

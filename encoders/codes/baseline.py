@@ -25,6 +25,7 @@ class RandomProjectionHasher:
 
     seed: int = 0
     name: str = "random-projection-v1"
+    windows: bool = False  # ``all_codes`` also gives the codes of 30-second windows
     frame_projection: np.ndarray = field(init=False, repr=False)
     track_projection: np.ndarray = field(init=False, repr=False)
 
@@ -46,8 +47,8 @@ class RandomProjectionHasher:
     def all_codes(self, cqt: np.ndarray, modality: str = "audio") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(frame codes, track code, window codes (w, 32) uint8): a track code of each window of
         ``bits.code_windows``, counted in frame codes of ``DOWNSAMPLE`` frames."""
-        n_codes = -(-len(cqt) // DOWNSAMPLE)
-        windows = [self.track_code(cqt[s * DOWNSAMPLE:e * DOWNSAMPLE], modality) for s, e in code_windows(n_codes)]
+        spans = code_windows(-(-len(cqt) // DOWNSAMPLE)) if self.windows else []
+        windows = [self.track_code(cqt[s * DOWNSAMPLE:e * DOWNSAMPLE], modality) for s, e in spans]
         window = np.stack(windows) if windows else np.zeros((0, TRACK_BITS // 8), np.uint8)
         return self.frame_codes(cqt, modality), self.track_code(cqt, modality), window
 

@@ -159,6 +159,7 @@ class LearnedHasher:
     """
 
     weights: str | Path = DEFAULT_WEIGHTS
+    windows: bool = False  # ``all_codes`` also gives the codes of 30-second windows (``--model ...+windows``)
     name: str = field(init=False)
     nets: HashNetworks = field(init=False, repr=False)
     device: torch.device = field(init=False, repr=False)
@@ -223,9 +224,10 @@ class LearnedHasher:
     def all_codes(self, cqt: np.ndarray, modality: str = "audio") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(frame codes (n,) uint32, track code (32,) uint8, window codes (w, 32) uint8) from one forward pass
         of the frame encoder; the window codes pool the frame codes of each window of ``bits.code_windows``
-        (none for a track shorter than about 37 s), in one batched pass of the sequence encoder."""
+        (none for a track shorter than about 37 s, or when ``windows`` is off), in one batched pass of the
+        sequence encoder."""
         _, codes = self._embed(cqt, modality)
-        windows = code_windows(codes.shape[1])
+        windows = code_windows(codes.shape[1]) if self.windows else []
         with torch.inference_mode():
             track = self.nets.sequence[modality](codes)
             if windows:

@@ -10,8 +10,8 @@ split's packages (``val``: the FIT packages, ``heldout``: the EVAL packages) is 
 Two databases: *excerpts* (each piece's excerpt and every real excerpt) and *whole* (each piece's whole recording
 and every real recording); every corrupted MIDI file queries each. Methods, in the same run:
 
-* ``learned`` (``--weights``, default the shipped model) with the run-time stage 1: the track code and the codes of
-  30-second windows of both sides (``hashing.search.MultiCodeIndex``);
+* ``learned`` (``--weights``, default the shipped model) with the window codes (``--model ...+windows``): the track
+  code and the codes of 30-second windows of both sides, searched by ``hashing.search.MultiCodeIndex``;
 * ``learned-hash-v4`` as it ran before this change: one track code per track;
 * ``chroma``: the naive baseline (12-bin chroma folded from the CQT, each frame L2-normalised, the best mean cosine
   of the shorter sequence over every lag along the longer; no learning, no warping).
@@ -166,7 +166,7 @@ def main() -> None:
     started = time.monotonic()
     cases, real = excerpt_corpus(args.split)
     midi = [c.midi_cqt for c in cases]
-    learned = LearnedHasher(args.weights) if args.weights else LearnedHasher()
+    learned = LearnedHasher(args.weights, windows=True) if args.weights else LearnedHasher(windows=True)
     v4 = LearnedHasher(V4)
     print(f"split {args.split}: {len(cases)} corrupted MIDI queries; {len(real)} real recordings "
           f"({sum(len(r.excerpts) for r in real)} real 30-s excerpts); mix {min(c.mix_db for c in cases):.1f}-"
