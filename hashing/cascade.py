@@ -1,9 +1,11 @@
 """The matching cascade of Raffel & Ellis (ISMIR 2015): prune with track codes, rank with hash-sequence DTW.
 
 Stage 1 finds the ``stage1_k`` nearest database tracks of a query by Hamming distance between track codes
-(faiss, :class:`hashing.search.HammingIndex`). Stage 2 aligns the query's frame-code sequence with each
-survivor by DTW on the Hamming cost, many candidates at once (:func:`hash_dtw_batch`), and keeps the
-``stage2_k`` best. The pipeline then aligns those few on CQT features (``hashing.align``).
+(faiss, :class:`hashing.search.MultiCodeIndex`: a track may have several codes, its whole-track code and codes
+of overlapping windows, and its distance is the least over all pairs of codes). Stage 2 aligns the query's
+frame-code sequence with each survivor by DTW on the Hamming cost, many candidates at once
+(:func:`hash_dtw_batch`), and keeps the ``stage2_k`` best. The pipeline then aligns those few on CQT
+features (``hashing.align``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from hashing.search import HammingIndex
+from hashing.search import MultiCodeIndex
 
 __all__ = ["CascadeResult", "HashCascade", "RaggedCodes", "hash_dtw_batch", "pack_sequences"]
 
@@ -193,11 +195,13 @@ class HashCascade:
     >>> result = cascade.query(query_track_code, query_frame_codes)
     """
 
-    def __init__(self, track_codes: np.ndarray, frame_codes: list[np.ndarray] | RaggedCodes, *, stage1_k: int = 100,
-                 stage2_k: int = 10, penalty: float = DEFAULT_PENALTY):
+    def __init__(self, track_codes: np.ndarray | list[np.ndarray], frame_codes: list[np.ndarray] | RaggedCodes, *,
+                 stage1_k: int = 100, stage2_k: int = 10, penalty: float = DEFAULT_PENALTY):
+        """``track_codes``: one (32,) uint8 code per track as a (n, 32) array, or a list of each track's codes,
+        (32,) or (r_i, 32) (``LearnedHasher.all_codes``: the whole-track code and its window codes)."""
         if len(track_codes) != len(frame_codes):
             raise ValueError(f"{len(track_codes)} track codes but {len(frame_codes)} frame-code sequences")
-        self.index = HammingIndex(track_codes)
+        self.index = MultiCodeIndex(track_codes)
         self.frame_codes = frame_codes
         self.stage1_k, self.stage2_k, self.penalty = stage1_k, stage2_k, penalty
 
@@ -205,8 +209,8 @@ class HashCascade:
         return len(self.index)
 
     def query(self, track_code: np.ndarray, frame_codes: np.ndarray) -> CascadeResult:
-        distances, indices = self.index.search(np.asarray(track_code)[None, :], self.stage1_k)
-        indices, distances = indices[0], distances[0]
+        """``track_code``: the query's (32,) code or its (r, 32) codes."""
+        distances, indices = self.index.search(track_code, self.stage1_k)
         if len(indices) == 0:
             return CascadeResult(indices, distances, np.zeros(0))
         dtw_distance = hash_dtw_batch(frame_codes, [self.frame_codes[i] for i in indices], self.penalty)

@@ -30,7 +30,8 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                         help="audio candidates per MIDI file kept by the track-code Hamming search (default 100)")
     parser.add_argument("--refine", type=int, default=10,
                         help="of those, how many hash-sequence DTW keeps for CQT alignment (default 10)")
-    parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
+    parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model); "
+                        "append '+windows' (e.g. learned+windows) to search 30-second window codes at stage 1 too")
     parser.add_argument("--cluster-similarity", type=float, default=None,
                         help="also require this verified similarity of a version edge (default: none; an edge "
                              "counts when it stands out from both tracks' similarities to unrelated tracks, see "

@@ -38,8 +38,9 @@ class CandidateRef(NamedTuple):
 
 
 def query_of(track) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """What the cascade needs of a track: (uri, track id, track code, frame codes); a few KB."""
-    return track.uri, track.track_id, track.track_code, track.frame_codes
+    """What the cascade needs of a track: (uri, track id, stage-1 codes (1 + n_windows, 32) uint8, frame codes);
+    a few KB."""
+    return track.uri, track.track_id, track.stage1_codes(), track.frame_codes
 
 
 class ProposeCandidates(beam.DoFn):
@@ -69,7 +70,7 @@ class ProposeCandidates(beam.DoFn):
         if audio_db and self._cascade_key != id(audio_db):  # build the index once per side-input instance
             ordered = sorted(audio_db, key=lambda item: item[0])
             self._audio = [(uri, track_id) for uri, track_id, _, _ in ordered]
-            self._cascade = HashCascade(np.stack([code for _, _, code, _ in ordered]),
+            self._cascade = HashCascade([codes for _, _, codes, _ in ordered],
                                         [frames for _, _, _, frames in ordered],
                                         stage1_k=self.n_candidates, stage2_k=self.n_refine)
             self._cascade_key = id(audio_db)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32, pad_frames
+from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, code_windows, pack_uint32, pad_frames
 from encoders.features import N_BINS
 
 MODALITIES = ("audio", "midi")
@@ -171,6 +171,7 @@ class LearnedHasher:
     """
 
     weights: str | Path = DEFAULT_WEIGHTS
+    windows: bool = False  # ``all_codes`` also gives the codes of 30-second windows (``--model ...+windows``)
     name: str = field(init=False)
     nets: HashNetworks = field(init=False, repr=False)
     device: torch.device = field(init=False, repr=False)
@@ -234,3 +235,20 @@ class LearnedHasher:
         with torch.inference_mode():
             track = self.nets.sequence[modality](codes)
         return pack_uint32(codes[0].cpu().numpy() > 0), np.packbits(track[0].cpu().numpy() > 0)
+
+    def all_codes(self, cqt: np.ndarray, modality: str = "audio") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frame codes (n,) uint32, track code (32,) uint8, window codes (w, 32) uint8) from one forward pass
+        of the frame encoder; the window codes pool the frame codes of each window of ``bits.code_windows``
+        (none for a track shorter than about 37 s, or when ``windows`` is off), in one batched pass of the
+        sequence encoder."""
+        _, codes = self._embed(cqt, modality)
+        windows = code_windows(codes.shape[1]) if self.windows else []
+        with torch.inference_mode():
+            track = self.nets.sequence[modality](codes)
+            if windows:
+                stacked = torch.cat([codes[:, s:e] for s, e in windows])
+                window = np.packbits(self.nets.sequence[modality](stacked).cpu().numpy() > 0, axis=1)
+            else:
+                window = np.zeros((0, TRACK_BITS // 8), np.uint8)
+        return pack_uint32(codes[0].cpu().numpy() > 0), np.packbits(track[0].cpu().numpy() > 0), window
+
