@@ -139,30 +139,31 @@ def guarded_clusters(ids: Sequence[str], edges: Iterable[tuple[str, str, float]]
     """Clusters of ``ids`` joined by ``edges`` (id, id, strength) under a guard against chaining, the ends of every
     extra edge (matches) always together.
 
-    The ends of the extra edges are merged into nodes first. Then, strongest edge first (ties by ids), the groups
-    of an edge's two nodes are joined when the edges between them link more than ``link`` of their pairs of nodes:
-    two single nodes join on their edge; a node joins a pair only with edges to both (at ``link`` = 0.5, a
-    majority); two pairs need three of their four links. A hub with one edge into each of two groups does not
-    chain them. Returns {id: cluster_id}, a cluster's id being its smallest member id: the same whatever the order
-    of ``ids`` and ``edges``.
+    The tracks joined by extra edges start as one group. Then, strongest edge first (ties by ids), the groups of
+    an edge's two ends join when the edges between them link more than ``link`` of their pairs of tracks: two
+    single tracks join on their edge; a track joins a pair (a MIDI file and its recording, or two versions) only
+    with edges to both, at ``link`` = 0.5 (a majority); two pairs need three of their four links. A track with one
+    edge into each of two groups does not chain them. Returns {id: cluster_id}, a cluster's id being its smallest
+    member id: the same whatever the order of ``ids`` and ``edges``.
     """
     sorted_ids = sorted(set(ids))
     position = {track_id: i for i, track_id in enumerate(sorted_ids)}
     extra = [(position[u], position[v]) for u, v in extra_edges if u in position and v in position]
     ea, eb = (np.array(extra, dtype=np.int64).T if extra else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
-    node = _merge_nodes(len(sorted_ids), ea, eb) if sorted_ids else np.zeros(0, np.int64)
+    start = _merge_nodes(len(sorted_ids), ea, eb) if sorted_ids else np.zeros(0, np.int64)
     strongest: dict[tuple[int, int], float] = {}
     for u, v, s in edges:
-        if u in position and v in position:
-            a, b = sorted((int(node[position[u]]), int(node[position[v]])))
-            if a != b:
-                strongest[(a, b)] = max(strongest.get((a, b), -np.inf), float(s))
+        if u in position and v in position and u != v:
+            a, b = sorted((position[u], position[v]))
+            strongest[(a, b)] = max(strongest.get((a, b), -np.inf), float(s))
     neighbours: dict[int, set[int]] = {}
     for a, b in strongest:
         neighbours.setdefault(a, set()).add(b)
         neighbours.setdefault(b, set()).add(a)
-    group = {int(n): int(n) for n in node}
-    members = {int(n): {int(n)} for n in node}
+    group = {i: int(start[i]) for i in range(len(sorted_ids))}
+    members: dict[int, set[int]] = {}
+    for i, g in group.items():
+        members.setdefault(g, set()).add(i)
     for (a, b), _ in sorted(strongest.items(), key=lambda kv: (-kv[1], kv[0])):
         ga, gb = group[a], group[b]
         if ga == gb:
@@ -175,9 +176,9 @@ def guarded_clusters(ids: Sequence[str], edges: Iterable[tuple[str, str, float]]
             group[x] = keep
         members[keep] |= members.pop(gone)
     representative: dict[int, str] = {}
-    for track_id, n in zip(sorted_ids, node, strict=True):
-        representative.setdefault(group[int(n)], track_id)  # ids are sorted: the first is the smallest
-    return {track_id: representative[group[int(n)]] for track_id, n in zip(sorted_ids, node, strict=True)}
+    for i, track_id in enumerate(sorted_ids):
+        representative.setdefault(group[i], track_id)  # ids are sorted: the first is the smallest
+    return {track_id: representative[group[i]] for i, track_id in enumerate(sorted_ids)}
 
 
 def verified_edges(embeddings: np.ndarray, sequences: Sequence[np.ndarray], k: int = 20,

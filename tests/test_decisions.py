@@ -146,20 +146,23 @@ def test_version_ratio_test_keeps_a_tracks_true_version_and_drops_pieces_in_its_
 
 def test_clusters_do_not_chain_through_one_edge_and_ids_survive_a_night_that_adds_a_member():
     """Two pieces (each a MIDI file and its recording, joined by a match) and an unrelated recording with an
-    accepted edge into each: the guard keeps the two pieces apart where connected components would chain them.
+    accepted edge into one side of each: the guard keeps the three apart where connected components would chain
+    them.
     A new version with edges to both members of a cluster joins it, and the cluster keeps its id; the result does
     not depend on the order of the edges."""
     from hashing.clustering import guarded_clusters, stable_labels
 
     ids = ["p35m", "p35a", "p37m", "p37a", "x"]
     matches = [("p35m", "p35a"), ("p37m", "p37a")]
-    edges = [("x", "p35a", 5.0), ("x", "p37m", 4.5)]
+    edges = [("x", "p35a", 5.0), ("x", "p37m", 4.5), ("p35m", "p37a", 4.2)]
     labels = guarded_clusters(ids, edges, matches)
     assert labels["p35m"] == labels["p35a"] and labels["p37m"] == labels["p37a"] != labels["p35m"]
-    assert labels["x"] == labels["p35a"]  # the stronger edge
-    triangle = guarded_clusters(ids, edges + [("p35m", "p37a", 4.2)], matches)
-    assert len(set(triangle.values())) == 1  # with an edge of their own as well, the two pieces are versions
+    assert labels["x"] == "x"  # one edge to a piece's recording, none to its MIDI file: no majority
     assert guarded_clusters(ids[::-1], edges[::-1], matches[::-1]) == labels
+    versions = edges + [("p35m", "p37m", 4.1), ("p35a", "p37a", 4.0)]  # 3 of the 4 links between the pieces
+    joined = guarded_clusters(ids, versions, matches)
+    assert joined["p35m"] == joined["p37a"] and joined["x"] == "x"
+    assert joined == guarded_clusters(ids, versions[::-1], matches)
 
     night1 = stable_labels(guarded_clusters(["b", "c", "z"], [("b", "c", 6.0)]), {})
     assert night1 == {"b": "b", "c": "b", "z": "z"}
