@@ -53,6 +53,8 @@ class RunConfig:
     calibration: str | None = None  # decision settings fitted by `mirmatch calibrate` (default: the shipped ones)
     #: worker processes of the local runner (None: one per core; 1: in-process); see ``runner_args``
     workers: int | None = None
+    #: shards of the stage-1 search (None: one per hashing.shards.DEFAULT_SHARD_ROWS recordings)
+    search_shards: int | None = None
 
     def decisions(self):
         """The decision settings of this run (``hashing.decisions.DecisionSettings``): ``--calibration``'s file,
@@ -146,7 +148,7 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]] | None, cfg: 
         elements, n_inputs = p | "Inputs" >> beam.Create(inputs), len(inputs)
     analysed = elements | "Analyse" >> AnalyseTracks(cfg.model, store, key, n_inputs)
     matched = analysed[FEATURES] | "Match" >> MatchMidiToAudio(store, key, cfg.n_candidates, cfg.n_refine, cfg.top_k,
-                                                                  decisions.match)
+                                                                  decisions.match, cfg.search_shards)
     index = matched["audio_db"] | "Index" >> WriteAudioIndex(staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history))
     match_edges = matched["matches"] | "Match edges" >> beam.FlatMap(
         lambda m: [(m["midi_id"], m["audio_id"])] if m["is_match"] else [])

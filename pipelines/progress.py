@@ -15,7 +15,7 @@ from pathlib import Path
 log = logging.getLogger("mirmatch")
 
 #: The stages timed per element (Beam distributions ``mirmatch/<stage>_ms``), in pipeline order.
-TIMED_STAGES = ("analyse", "search", "align", "verify")
+TIMED_STAGES = ("analyse", "search_shard", "search", "align", "verify")
 
 #: Environment variable naming the local folder where workers append their progress (``ProgressMonitor``).
 #: Worker processes of the local runner inherit the launcher's environment; remote workers (Dataflow) do not
