@@ -35,6 +35,7 @@ class CandidateRef(NamedTuple):
     audio_id: str
     audio_uri: str
     hamming_distance: int
+    hash_dtw: float = 0.0  # stage 2's hash-sequence DTW distance (lower is closer)
 
 
 def query_of(track) -> tuple[str, str, np.ndarray, np.ndarray]:
@@ -143,15 +144,15 @@ class RefineCandidatesByHash(beam.DoFn):
         candidates = sorted(grouped["candidates"])  # by audio uri: the database order, which breaks DTW ties
         self.queries.inc()
         self.searched.inc(len(candidates))
-        kept = []
+        kept, dtw = [], []
         if candidates:
             with self.timer.time():
-                kept, _ = refine_by_frame_codes(frame_codes, [c[3] for c in candidates], self.n_refine)
+                kept, dtw = refine_by_frame_codes(frame_codes, [c[3] for c in candidates], self.n_refine)
         yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": len(kept), "ranked": 0})
-        for i in kept:
+        for i, d in zip(kept, dtw, strict=True):
             audio_uri, audio_id, distance, _ = candidates[i]
             self.proposed.inc()
-            yield audio_uri, CandidateRef(midi_id, midi_uri, audio_id, audio_uri, int(distance))
+            yield audio_uri, CandidateRef(midi_id, midi_uri, audio_id, audio_uri, int(distance), float(d))
 
 
 class ProposeCandidates(beam.PTransform):

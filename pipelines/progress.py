@@ -21,6 +21,23 @@ TIMED_STAGES = ("analyse", "search_shard", "search", "align", "verify")
 #: Worker processes of the local runner inherit the launcher's environment; remote workers (Dataflow) do not
 #: have it and log their lines themselves.
 PROGRESS_DIR_ENV = "MIRMATCH_PROGRESS_DIR"
+#: The launching process's pid, set beside ``PROGRESS_DIR_ENV``: a process with another pid is a local worker.
+LAUNCHER_PID_ENV = "MIRMATCH_LAUNCHER_PID"
+
+
+def log_to_stderr_in_workers() -> None:
+    """In a worker process of a local `mirmatch run` (multi_processing), send the ``mirmatch`` logger's lines
+    (warnings about inputs or state) to the standard error the worker inherited, timestamped as the launcher's
+    lines: Beam would forward them to its own logger in the launcher, which the command line keeps quiet."""
+    launcher = os.environ.get(LAUNCHER_PID_ENV)
+    if not launcher or launcher == str(os.getpid()) or getattr(log, "mirmatch_worker", False):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.mirmatch_worker = True
 
 
 class Progress:
@@ -35,6 +52,7 @@ class Progress:
 
     def __init__(self, stage: str, total: int | None = None, unit: str = "tracks", every_s: float = 10.0,
                  bar: bool | None = None, sink: str | None = None):
+        log_to_stderr_in_workers()
         self.stage, self.total, self.unit, self.every_s = stage, total, unit, every_s
         self.done = 0
         self.started = self.last = time.monotonic()
@@ -120,8 +138,9 @@ class ProgressMonitor:
         import tempfile
 
         self.folder = Path(tempfile.mkdtemp(prefix="mirmatch-progress-"))
-        self._previous = os.environ.get(PROGRESS_DIR_ENV)
+        self._previous = {name: os.environ.get(name) for name in (PROGRESS_DIR_ENV, LAUNCHER_PID_ENV)}
         os.environ[PROGRESS_DIR_ENV] = str(self.folder)
+        os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
         self._thread = threading.Thread(target=self._loop, name="mirmatch-progress", daemon=True)
         self._thread.start()
         return self
@@ -135,10 +154,11 @@ class ProgressMonitor:
         for progress in self.stages.values():
             if progress.bar is not None:
                 progress.bar.close()
-        if self._previous is None:
-            os.environ.pop(PROGRESS_DIR_ENV, None)
-        else:
-            os.environ[PROGRESS_DIR_ENV] = self._previous
+        for name, value in self._previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _loop(self) -> None:
@@ -196,6 +216,7 @@ class StageTimer:
     def __init__(self, stage: str):
         from apache_beam.metrics import Metrics
 
+        log_to_stderr_in_workers()
         self.distribution = Metrics.distribution("mirmatch", f"{stage}_ms")
 
     @contextmanager

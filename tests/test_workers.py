@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 
 from pipelines.pipeline import available_cores, runner_args
 from pipelines.progress import PROGRESS_DIR_ENV, Progress, ProgressMonitor
@@ -32,8 +33,6 @@ def _worker(folder: str, n: int) -> None:
 def test_progress_from_several_processes_is_summed(caplog):
     caplog.set_level(logging.INFO, logger="mirmatch")
     with ProgressMonitor(poll_s=0.05, every_s=0.0, bar=False) as monitor:
-        import os
-
         assert os.environ[PROGRESS_DIR_ENV] == str(monitor.folder)
         ctx = multiprocessing.get_context("spawn")  # like Beam's worker processes: nothing shared but the folder
         workers = [ctx.Process(target=_worker, args=(str(monitor.folder), n)) for n in (4, 6)]
@@ -55,3 +54,42 @@ def test_progress_without_a_monitor_logs_itself(monkeypatch, caplog):
     progress.step()
     progress.step()
     assert any("[align] 2 audio tracks done of 2" in r.getMessage() for r in caplog.records)
+
+
+WORKER_WARNING_SCRIPT = """
+import logging, sys
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from pipelines.progress import ProgressMonitor, StageTimer
+
+class Warn(beam.DoFn):
+    def setup(self):
+        self.timer = StageTimer("analyse")
+    def process(self, x):
+        logging.getLogger("mirmatch").warning("mirmatch: warning from a worker about %s", x)
+        yield x
+
+logging.basicConfig(level=logging.ERROR)
+logging.getLogger("mirmatch").setLevel(logging.INFO)
+with ProgressMonitor():
+    with beam.Pipeline(options=PipelineOptions(["--direct_running_mode=multi_processing",
+                                                "--direct_num_workers=2"])) as p:
+        p | beam.Create(["input-7"]) | beam.ParDo(Warn())
+"""
+
+
+def test_warnings_of_worker_processes_reach_standard_error():
+    """Beam forwards a worker's log records to its own logger in the launcher, which the CLI keeps quiet: the
+    mirmatch logger of a local worker writes to the standard error it inherited instead."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-c", WORKER_WARNING_SCRIPT], capture_output=True, text=True, timeout=300,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "warning from a worker about input-7" in line]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d mirmatch: ", lines[0])
