@@ -93,3 +93,14 @@ def test_warnings_of_worker_processes_reach_standard_error():
     lines = [line for line in proc.stderr.splitlines() if "warning from a worker about input-7" in line]
     assert len(lines) == 1, proc.stderr[-2000:]
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d mirmatch: ", lines[0])
+
+
+def test_workers_and_shards_reach_the_run_config():
+    from pipelines.cli import build_parser, run_config
+
+    args, beam_args = build_parser().parse_known_args(["run", "--audio", "a/*", "--out", "o", "--workers", "3",
+                                                       "--search-shards", "4"])
+    cfg = run_config(args, beam_args)
+    assert (cfg.workers, cfg.search_shards) == (3, 4)
+    args, beam_args = build_parser().parse_known_args(["run", "--audio", "a/*", "--out", "o"])
+    assert (run_config(args, beam_args).workers, run_config(args, beam_args).search_shards) == (None, None)
