@@ -253,7 +253,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shards", type=int, default=None, help="default: one per 100k audio tracks")
-    parser.add_argument("--cluster-nodes", type=int, nargs="*", default=[120_000, 1_200_000])
+    parser.add_argument("--cluster-nodes", type=int, nargs="*", default=[120_000, 1_200_000],
+                        help="clustering sizes (1.2M x 20 edges peaked at 9.9 GB and took 14 min on 2 cores)")
     parser.add_argument("--knn-sizes", type=int, nargs="*", default=None, help="default: --sizes")
     args = parser.parse_args()
     measured = {}
