@@ -17,7 +17,7 @@ import numpy as np
 
 from hashing.search import MultiCodeIndex
 
-__all__ = ["CascadeResult", "HashCascade", "RaggedCodes", "hash_dtw_batch", "pack_sequences"]
+__all__ = ["CascadeResult", "HashCascade", "RaggedCodes", "hash_dtw_batch", "pack_sequences", "refine_by_frame_codes"]
 
 #: Additive penalty on non-diagonal steps for 32-bit codes: a quarter of the bits (unrelated codes
 #: differ in 16 bits on average, matching codes in few).
@@ -148,6 +148,25 @@ def hash_dtw_batch(query: np.ndarray, candidates: list[np.ndarray], penalty: flo
     return total / np.minimum(lengths, len(query))
 
 
+def refine_by_frame_codes(query: np.ndarray, candidates: list[np.ndarray], k: int,
+                          penalty: float = DEFAULT_PENALTY) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2: the ``k`` candidates nearest ``query`` by hash-sequence DTW (:func:`hash_dtw_batch`).
+
+    Parameters
+    ----------
+    query : np.ndarray, shape (n,), uint32: the query's frame codes
+    candidates : list of np.ndarray (m_i,) uint32, in database order (ties go to the earlier one)
+    k : int
+
+    Returns
+    -------
+    (positions (k',) int64 into ``candidates``, best first; their DTW distances (k',) float64), k' = min(k, len)
+    """
+    distances = hash_dtw_batch(query, candidates, penalty)
+    order = np.lexsort((np.arange(len(candidates)), distances))[:k]
+    return order, distances[order]
+
+
 class RaggedCodes:
     """Many code sequences in one flat uint32 array: sequence i is ``flat[offsets[i]:offsets[i + 1]]``.
 
@@ -213,6 +232,8 @@ class HashCascade:
         distances, indices = self.index.search(track_code, self.stage1_k)
         if len(indices) == 0:
             return CascadeResult(indices, distances, np.zeros(0))
-        dtw_distance = hash_dtw_batch(frame_codes, [self.frame_codes[i] for i in indices], self.penalty)
-        order = np.lexsort((indices, dtw_distance))[: self.stage2_k]  # ties by database position
-        return CascadeResult(indices[order], distances[order], dtw_distance[order])
+        by_position = np.argsort(indices, kind="stable")  # ties by database position
+        order, dtw_distance = refine_by_frame_codes(frame_codes, [self.frame_codes[i] for i in indices[by_position]],
+                                                    self.stage2_k, self.penalty)
+        chosen = by_position[order]
+        return CascadeResult(indices[chosen], distances[chosen], dtw_distance)
