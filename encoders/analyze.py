@@ -41,7 +41,7 @@ from encoders.versions.embedding import cover_embedding
 
 MODALITIES = ("audio", "midi")
 #: Bumped when the analysis changes in a way its code digest would not show (e.g. a dependency's output).
-ANALYSIS_VERSION = 2  # 2: sections from the symbolic (MIDI) and boundary-CNN (audio) methods
+ANALYSIS_VERSION = 3  # 2: faster CPU inference; 3: sections by the symbolic (MIDI) and boundary-CNN (audio) methods
 #: The modules whose results the state folder keeps: the per-track analysis, the hash encoders it is given
 #: (``encoders.codes.load_hasher``) and the pair alignment.
 ANALYSIS_ENTRY_POINTS = ("encoders.analyze", "encoders.codes", "hashing.align")
@@ -92,7 +92,8 @@ def analysis_key(model: str | None = None) -> str:
     new key (training code, the pipeline wiring or the docs do not).
     """
     digest = hashlib.blake2b(f"v{ANALYSIS_VERSION}|{model or 'learned'}".encode(), digest_size=8)
-    files = [(Path(model).name, Path(model))] if model and model.endswith(".pt") else []
+    weights = (model or "").removesuffix("+windows")  # encoders.codes.WINDOWS_SUFFIX
+    files = [(Path(weights).name, Path(weights))] if weights.endswith(".pt") else []
     files += [(name, module_path(name)) for name in analysis_modules()]  # by module name: two files are learned.py
     files += [(path.name, path) for path in sorted((_ROOT / "encoders" / "weights").glob("*.pt"))]
     files += [(path.name, path) for path in sorted((_ROOT / "encoders" / "weights").glob("symbolic-*.json"))]
@@ -126,6 +127,13 @@ class TrackAnalysis:
     warnings: list[TrackWarning] = field(default_factory=list)
     #: (n_beats, 12) float16 chroma on canonical-tempo beats, aligned to verify version candidates
     version_sequence: np.ndarray = field(default_factory=lambda: np.zeros((0, 12), np.float16))
+    #: (n_windows, 32) uint8 track codes of overlapping 30-second windows (``encoders.codes.bits.code_windows``;
+    #: none for tracks under ~37 s): stage 1 searches them with the track code
+    window_codes: np.ndarray = field(default_factory=lambda: np.zeros((0, 32), np.uint8))
+
+    def stage1_codes(self) -> np.ndarray:
+        """(1 + n_windows, 32) uint8: the track code, then the window codes (what stage 1 searches)."""
+        return np.concatenate([self.track_code[None, :], self.window_codes.reshape(-1, len(self.track_code))])
 
 
 def track_features(data: bytes, modality: str) -> tuple[Features, float]:
@@ -241,10 +249,7 @@ def analysis_from_features(track_id: str, uri: str, modality: str, features: Fea
         raise MediaError(f"track too short to analyse ({duration:.2f} s)", "TooShort")
     cqt = features.cqt[:n_frames]
     beats = features.beat_times[features.beat_times < duration]
-    if hasattr(hasher, "codes"):  # one forward pass for both (learned encoders)
-        frame_codes, track_code = hasher.codes(cqt, modality)
-    else:
-        frame_codes, track_code = hasher.frame_codes(cqt, modality), hasher.track_code(cqt, modality)
+    frame_codes, track_code, window_codes = hasher.all_codes(cqt, modality)
     return TrackAnalysis(
         track_id=track_id,
         uri=uri,
@@ -258,4 +263,5 @@ def analysis_from_features(track_id: str, uri: str, modality: str, features: Fea
                                 structure_grid(beats, float(duration)), pm=pm),
         warnings=list(warnings or []),
         version_sequence=version_sequence(features.chroma[:n_frames], FRAME_RATE, beats),
+        window_codes=window_codes,
     )

@@ -1,9 +1,11 @@
 """The matching cascade of Raffel & Ellis (ISMIR 2015): prune with track codes, rank with hash-sequence DTW.
 
 Stage 1 finds the ``stage1_k`` nearest database tracks of a query by Hamming distance between track codes
-(faiss, :class:`hashing.search.HammingIndex`). Stage 2 aligns the query's frame-code sequence with each
-survivor by DTW on the Hamming cost, many candidates at once (:func:`hash_dtw_batch`), and keeps the
-``stage2_k`` best. The pipeline then aligns those few on CQT features (``hashing.align``).
+(faiss, :class:`hashing.search.MultiCodeIndex`: a track may have several codes, its whole-track code and codes
+of overlapping windows, and its distance is the least over all pairs of codes). Stage 2 aligns the query's
+frame-code sequence with each survivor by DTW on the Hamming cost, many candidates at once
+(:func:`hash_dtw_batch`), and keeps the ``stage2_k`` best. The pipeline then aligns those few on CQT
+features (``hashing.align``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from hashing.search import HammingIndex
+from hashing.search import MultiCodeIndex
 
-__all__ = ["CascadeResult", "HashCascade", "RaggedCodes", "hash_dtw_batch", "pack_sequences"]
+__all__ = ["CascadeResult", "HashCascade", "RaggedCodes", "hash_dtw_batch", "pack_sequences", "refine_by_frame_codes"]
 
 #: Additive penalty on non-diagonal steps for 32-bit codes: a quarter of the bits (unrelated codes
 #: differ in 16 bits on average, matching codes in few).
@@ -146,6 +148,25 @@ def hash_dtw_batch(query: np.ndarray, candidates: list[np.ndarray], penalty: flo
     return total / np.minimum(lengths, len(query))
 
 
+def refine_by_frame_codes(query: np.ndarray, candidates: list[np.ndarray], k: int,
+                          penalty: float = DEFAULT_PENALTY) -> tuple[np.ndarray, np.ndarray]:
+    """Stage 2: the ``k`` candidates nearest ``query`` by hash-sequence DTW (:func:`hash_dtw_batch`).
+
+    Parameters
+    ----------
+    query : np.ndarray, shape (n,), uint32: the query's frame codes
+    candidates : list of np.ndarray (m_i,) uint32, in database order (ties go to the earlier one)
+    k : int
+
+    Returns
+    -------
+    (positions (k',) int64 into ``candidates``, best first; their DTW distances (k',) float64), k' = min(k, len)
+    """
+    distances = hash_dtw_batch(query, candidates, penalty)
+    order = np.lexsort((np.arange(len(candidates)), distances))[:k]
+    return order, distances[order]
+
+
 class RaggedCodes:
     """Many code sequences in one flat uint32 array: sequence i is ``flat[offsets[i]:offsets[i + 1]]``.
 
@@ -193,11 +214,13 @@ class HashCascade:
     >>> result = cascade.query(query_track_code, query_frame_codes)
     """
 
-    def __init__(self, track_codes: np.ndarray, frame_codes: list[np.ndarray] | RaggedCodes, *, stage1_k: int = 100,
-                 stage2_k: int = 10, penalty: float = DEFAULT_PENALTY):
+    def __init__(self, track_codes: np.ndarray | list[np.ndarray], frame_codes: list[np.ndarray] | RaggedCodes, *,
+                 stage1_k: int = 100, stage2_k: int = 10, penalty: float = DEFAULT_PENALTY):
+        """``track_codes``: one (32,) uint8 code per track as a (n, 32) array, or a list of each track's codes,
+        (32,) or (r_i, 32) (``LearnedHasher.all_codes``: the whole-track code and its window codes)."""
         if len(track_codes) != len(frame_codes):
             raise ValueError(f"{len(track_codes)} track codes but {len(frame_codes)} frame-code sequences")
-        self.index = HammingIndex(track_codes)
+        self.index = MultiCodeIndex(track_codes)
         self.frame_codes = frame_codes
         self.stage1_k, self.stage2_k, self.penalty = stage1_k, stage2_k, penalty
 
@@ -205,10 +228,12 @@ class HashCascade:
         return len(self.index)
 
     def query(self, track_code: np.ndarray, frame_codes: np.ndarray) -> CascadeResult:
-        distances, indices = self.index.search(np.asarray(track_code)[None, :], self.stage1_k)
-        indices, distances = indices[0], distances[0]
+        """``track_code``: the query's (32,) code or its (r, 32) codes."""
+        distances, indices = self.index.search(track_code, self.stage1_k)
         if len(indices) == 0:
             return CascadeResult(indices, distances, np.zeros(0))
-        dtw_distance = hash_dtw_batch(frame_codes, [self.frame_codes[i] for i in indices], self.penalty)
-        order = np.lexsort((indices, dtw_distance))[: self.stage2_k]  # ties by database position
-        return CascadeResult(indices[order], distances[order], dtw_distance[order])
+        by_position = np.argsort(indices, kind="stable")  # ties by database position
+        order, dtw_distance = refine_by_frame_codes(frame_codes, [self.frame_codes[i] for i in indices[by_position]],
+                                                    self.stage2_k, self.penalty)
+        chosen = by_position[order]
+        return CascadeResult(indices[chosen], distances[chosen], dtw_distance)

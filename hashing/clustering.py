@@ -6,8 +6,11 @@ a graph whose edges join each track to its nearest neighbours above a calibrated
 before community detection, so they always share a cluster. Communities come from igraph's Leiden
 (modularity, weighted by similarity) with a fixed seed; a cluster's id is its smallest member id.
 
-The pipeline clusters verified edges (``cluster_graph``): the kNN pairs re-scored by alignment
-(``verified_edges``, ``hashing.version_align``); ``cluster_labels`` clusters the embedding's kNN graph alone.
+The pipeline clusters the version edges its decision accepted (``hashing.decisions``) with a guard against
+chaining (``guarded_clusters``): modularity communities let one hub edge join two otherwise unrelated groups, so
+the pipeline joins two groups only when accepted edges link a majority of their pairs of members.
+``cluster_graph`` (Leiden) clusters weighted edges, e.g. the verified kNN pairs (``verified_edges``,
+``hashing.version_align``); ``cluster_labels`` clusters the embedding's kNN graph alone.
 """
 
 from __future__ import annotations
@@ -129,6 +132,53 @@ def cluster_graph(ids: Sequence[str], edges: Iterable[tuple[str, str, float]],
     for track_id, c in zip(sorted_ids, membership, strict=True):
         representative.setdefault(int(c), track_id)  # ids are sorted: the first is the smallest
     return {track_id: representative[int(c)] for track_id, c in zip(sorted_ids, membership, strict=True)}
+
+
+def guarded_clusters(ids: Sequence[str], edges: Iterable[tuple[str, str, float]],
+                     extra_edges: Iterable[tuple[str, str]] = (), link: float = 0.5) -> dict[str, str]:
+    """Clusters of ``ids`` joined by ``edges`` (id, id, strength) under a guard against chaining, the ends of every
+    extra edge (matches) always together.
+
+    The tracks joined by extra edges start as one group. Then, strongest edge first (ties by ids), the groups of
+    an edge's two ends join when the edges between them link more than ``link`` of their pairs of tracks: two
+    single tracks join on their edge; a track joins a pair (a MIDI file and its recording, or two versions) only
+    with edges to both, at ``link`` = 0.5 (a majority); two pairs need three of their four links. A track with one
+    edge into each of two groups does not chain them. Returns {id: cluster_id}, a cluster's id being its smallest
+    member id: the same whatever the order of ``ids`` and ``edges``.
+    """
+    sorted_ids = sorted(set(ids))
+    position = {track_id: i for i, track_id in enumerate(sorted_ids)}
+    extra = [(position[u], position[v]) for u, v in extra_edges if u in position and v in position]
+    ea, eb = (np.array(extra, dtype=np.int64).T if extra else (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    start = _merge_nodes(len(sorted_ids), ea, eb) if sorted_ids else np.zeros(0, np.int64)
+    strongest: dict[tuple[int, int], float] = {}
+    for u, v, s in edges:
+        if u in position and v in position and u != v:
+            a, b = sorted((position[u], position[v]))
+            strongest[(a, b)] = max(strongest.get((a, b), -np.inf), float(s))
+    neighbours: dict[int, set[int]] = {}
+    for a, b in strongest:
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    group = {i: int(start[i]) for i in range(len(sorted_ids))}
+    members: dict[int, set[int]] = {}
+    for i, g in group.items():
+        members.setdefault(g, set()).add(i)
+    for (a, b), _ in sorted(strongest.items(), key=lambda kv: (-kv[1], kv[0])):
+        ga, gb = group[a], group[b]
+        if ga == gb:
+            continue
+        links = sum(len(neighbours.get(x, set()) & members[gb]) for x in members[ga])
+        if links <= link * len(members[ga]) * len(members[gb]):
+            continue
+        keep, gone = min(ga, gb), max(ga, gb)
+        for x in members[gone]:
+            group[x] = keep
+        members[keep] |= members.pop(gone)
+    representative: dict[int, str] = {}
+    for i, track_id in enumerate(sorted_ids):
+        representative.setdefault(group[i], track_id)  # ids are sorted: the first is the smallest
+    return {track_id: representative[group[i]] for i, track_id in enumerate(sorted_ids)}
 
 
 def verified_edges(embeddings: np.ndarray, sequences: Sequence[np.ndarray], k: int = 20,

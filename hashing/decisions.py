@@ -14,7 +14,11 @@ never changes a pair's decision. A pair with less than ``min_aligned_s`` of alig
 **Versions.** A verified version similarity (``hashing.version_align``) also changes scale with the kind of
 music (unrelated orchestral recordings reach similarities that folk-tune variants do not). Each track's
 similarity to a few unrelated reference tracks (``reference_tracks``) gives its own null; an edge counts when
-its similarity stands out from the null of both its ends by ``min_z`` robust standard deviations.
+its similarity stands out from the null of both its ends by ``min_z`` robust standard deviations, and passes a
+ratio test: its z is at least ``ratio`` times the best z of each of its ends (``decide_version_edges``). Pieces in
+one style (a composer's game tunes, one package's themes) stand out from unrelated references too, but less than
+a track's true version. Clusters join accepted edges under a guard against chaining
+(``hashing.clustering.guarded_clusters``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,12 @@ MIN_ALIGNED_S = 10.0
 MATCH_RATIO = 0.4
 RATIO_SCALE = 0.05
 VERSION_MIN_Z = 4.0
+#: An edge's z must reach this share of the best z of each of its ends (chosen on the fit collection: 0.5, 0.6, 0.7,
+#: 0.8 tried; encoders/weights/DECISIONS.md).
+VERSION_RATIO = 0.7
+#: Two groups of tracks join only when accepted edges join more than this share of their pairs of members (a
+#: majority): a third piece joins a pair only with edges to both (``hashing.clustering.guarded_clusters``).
+CLUSTER_LINK = 0.5
 #: Tracks shorter than this take part in no version edge: 5-second jingles align with each other by chance.
 VERSION_MIN_DURATION_S = 10.0
 VERSION_MIN_SPREAD = 0.05
@@ -61,11 +71,15 @@ class MatchSettings:
 
 @dataclass(frozen=True)
 class VersionSettings:
-    """A verified version edge counts when it stands ``min_z`` robust deviations above both ends' nulls."""
+    """A verified version edge counts when it stands ``min_z`` robust deviations above both ends' nulls and at
+    least ``ratio`` times the best z of each end; clusters join groups linked on more than ``link`` of their pairs
+    of members."""
 
     min_z: float = VERSION_MIN_Z
     min_spread: float = VERSION_MIN_SPREAD
     min_duration_s: float = VERSION_MIN_DURATION_S
+    ratio: float = VERSION_RATIO
+    link: float = CLUSTER_LINK
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,45 @@ def version_decision(similarity: float, null_a: tuple[float, float], null_b: tup
     s = settings or VersionSettings()
     z = edge_z(similarity, null_a, null_b)
     return z, bool(z >= s.min_z and long_enough and (min_similarity is None or similarity >= min_similarity))
+
+
+def decide_version_edges(verified: list[tuple[str, str, float, bool]], durations: dict[str, float] | None = None,
+                         settings: VersionSettings | None = None,
+                         min_similarity: float | None = None) -> list[dict]:
+    """The decision on every verified pair (a, b, similarity, is_reference) of a run, one dict per pair in order of
+    (a, b): track_a < track_b, similarity, z (``edge_z`` against both ends' nulls, made of their reference pairs'
+    similarities), is_reference, accepted. A candidate pair is accepted when ``version_decision`` says so and its
+    z is at least ``settings.ratio`` times the best z of each end among the candidate pairs that could count (both
+    tracks long enough): the ratio test. Tracks missing from ``durations`` count as long enough."""
+    s = settings or VersionSettings()
+    durations = durations or {}
+
+    def long_enough(track_id: str) -> bool:
+        return durations.get(track_id, np.inf) >= s.min_duration_s
+
+    references: dict[str, list[float]] = {}
+    for a, b, similarity, is_reference in verified:
+        if is_reference:
+            references.setdefault(a, []).append(similarity)
+            references.setdefault(b, []).append(similarity)
+    nulls = {track_id: null_model(sims, s.min_spread) for track_id, sims in references.items()}
+    fallback = null_model([], s.min_spread)
+    rows = []
+    for a, b, similarity, is_reference in sorted(verified, key=lambda e: (min(e[0], e[1]), max(e[0], e[1]))):
+        a, b = min(a, b), max(a, b)
+        z, counts = version_decision(similarity, nulls.get(a, fallback), nulls.get(b, fallback),
+                                     long_enough(a) and long_enough(b), s, min_similarity)
+        rows.append({"track_a": a, "track_b": b, "similarity": float(similarity), "z": float(z),
+                     "is_reference": bool(is_reference), "accepted": bool(counts and not is_reference)})
+    best: dict[str, float] = {}
+    for r in rows:
+        if not r["is_reference"] and long_enough(r["track_a"]) and long_enough(r["track_b"]):
+            for t in (r["track_a"], r["track_b"]):
+                best[t] = max(best.get(t, -np.inf), r["z"])
+    for r in rows:
+        if r["accepted"]:
+            r["accepted"] = bool(r["z"] >= s.ratio * max(best[r["track_a"]], best[r["track_b"]]))
+    return rows
 
 
 def rank_pairs(pairs: list[dict], top_k: int) -> list[dict]:

@@ -64,10 +64,8 @@ class AnalyzeTrack(beam.DoFn):
     def process(self, element: tuple[str, str], total: int | None = None) -> Iterator:
         from pipelines.sources import table_uri
 
-        if total is not None and self.progress.total != total:  # counted in the pipeline (a side input)
-            self.progress.total = total
-            if self.progress.bar is not None:
-                self.progress.bar.total = total
+        if total is not None:  # counted in the pipeline (a side input)
+            self.progress.set_total(total)
         path, modality = element
         uri = table_uri(path)  # what the tables name the file by: file:///abs/path, gs://...
         track = {"track_id": None, "uri": uri, "modality": modality, "duration_s": None, "status": "error"}

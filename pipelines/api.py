@@ -246,8 +246,10 @@ def version_similarity(path_a: Track, path_b: Track, *, references: Sequence[Tra
     (``hashing.decisions``). Give ``references`` (tracks unrelated to both; a run uses 8) to get ``z`` and
     ``is_version``; without them both are None. ``min_similarity`` is ``--cluster-similarity``'s optional floor.
     In a run a pair is only verified when one track is among the other's ``--version-candidates`` nearest
-    neighbours, and clusters are communities of such edges (and matches), so two tracks with an edge usually,
-    not always, share a cluster.
+    neighbours; the run also applies a ratio test against each track's best edge among its neighbours, and joins
+    clusters only where accepted edges link a majority of their members (``hashing.decisions``,
+    ``hashing.clustering.guarded_clusters``), so two tracks with ``is_version`` usually, not always, share a
+    cluster.
 
     >>> import os
     >>> corpus = os.environ.get("MIRMATCH_CORPUS", ".cache/test-corpus")

@@ -17,7 +17,8 @@ def write_audio_index(folder: str, audio_db: list[tuple[str, str, np.ndarray, np
     """Persist the stage-1 index and the audio database into ``folder`` (published as ``OUT/index/``).
 
     ``audio_track_codes.faissindex`` is a faiss IndexBinaryFlat whose row i is row i of
-    ``audio_database.parquet`` (track_id, uri, track_code, frame_codes as little-endian uint32).
+    ``audio_database.parquet`` (track_id, uri, track_code, frame_codes as little-endian uint32, window_codes:
+    the track's 30-second window codes, 32 bytes each, ``hashing.search.MultiCodeIndex``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -25,13 +26,15 @@ def write_audio_index(folder: str, audio_db: list[tuple[str, str, np.ndarray, np
     from hashing.search import HammingIndex
 
     ordered = sorted(audio_db, key=lambda item: item[0])
-    width = ordered[0][2].shape[0] if ordered else 32
-    index = HammingIndex(np.stack([code for _, _, code, _ in ordered]) if ordered else np.zeros((0, width), np.uint8))
+    codes = [np.atleast_2d(code) for _, _, code, _ in ordered]  # the track code, then its window codes
+    width = codes[0].shape[1] if codes else 32
+    index = HammingIndex(np.stack([c[0] for c in codes]) if codes else np.zeros((0, width), np.uint8))
     table = pa.table({
         "position": pa.array(range(len(ordered)), pa.int64()),
         "track_id": pa.array([tid for _, tid, _, _ in ordered], pa.string()),
         "uri": pa.array([uri for uri, _, _, _ in ordered], pa.string()),
-        "track_code": pa.array([code.tobytes() for _, _, code, _ in ordered], pa.binary()),
+        "track_code": pa.array([c[0].tobytes() for c in codes], pa.binary()),
+        "window_codes": pa.array([c[1:].tobytes() for c in codes], pa.binary()),
         "frame_codes": pa.array([frames.astype("<u4").tobytes() for _, _, _, frames in ordered], pa.binary()),
     })
     sink = pa.BufferOutputStream()

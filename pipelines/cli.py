@@ -30,7 +30,8 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                         help="audio candidates per MIDI file kept by the track-code Hamming search (default 100)")
     parser.add_argument("--refine", type=int, default=10,
                         help="of those, how many hash-sequence DTW keeps for CQT alignment (default 10)")
-    parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model)")
+    parser.add_argument("--model", default=None, help="encoder weights to use (default: the shipped model); "
+                        "append '+windows' (e.g. learned+windows) to search 30-second window codes at stage 1 too")
     parser.add_argument("--cluster-similarity", type=float, default=None,
                         help="also require this verified similarity of a version edge (default: none; an edge "
                              "counts when it stands out from both tracks' similarities to unrelated tracks, see "
@@ -57,6 +58,12 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
                              "OUT/aligned_midi/<audio_id>/<midi_id>.mid")
     parser.add_argument("--export-jams", action="store_true",
                         help="also write each ok track's segments as JAMS (segment_open), OUT/jams/<track_id>.jams")
+    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="worker processes on this machine (default: one per core; 1 runs in one process); "
+                             "ignored with another --runner")
+    parser.add_argument("--search-shards", type=_positive_int, default=None, metavar="N",
+                        help="shards of the audio track codes searched by stage 1, each by one worker (default: one "
+                             "per 100,000 recordings); results do not depend on it")
     parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's own log")
 
 
@@ -221,7 +228,8 @@ def run_config(args: argparse.Namespace, beam_args: list[str]):
                      history=not args.no_history, cluster_similarity=args.cluster_similarity,
                      calibration=args.calibration,
                      version_candidates=args.version_candidates, keep_runs=args.keep_runs,
-                     export_aligned_midi=args.export_aligned_midi, export_jams=args.export_jams)
+                     export_aligned_midi=args.export_aligned_midi, export_jams=args.export_jams,
+                     workers=args.workers, search_shards=args.search_shards)
 
 
 #: Exit code of a run that completed but could analyse none of its inputs (../shared/CONTRACT.md).

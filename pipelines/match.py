@@ -35,57 +35,175 @@ class CandidateRef(NamedTuple):
     audio_id: str
     audio_uri: str
     hamming_distance: int
+    hash_dtw: float = 0.0  # stage 2's hash-sequence DTW distance (lower is closer)
 
 
 def query_of(track) -> tuple[str, str, np.ndarray, np.ndarray]:
-    """What the cascade needs of a track: (uri, track id, track code, frame codes); a few KB."""
-    return track.uri, track.track_id, track.track_code, track.frame_codes
+    """What the cascade needs of a track: (uri, track id, stage-1 codes (1 + n_windows, 32) uint8, frame codes);
+    a few KB."""
+    return track.uri, track.track_id, track.stage1_codes(), track.frame_codes
 
 
-class ProposeCandidates(beam.DoFn):
-    """Batches of MIDI queries -> (audio uri, CandidateRef) for the audio tracks that survive the cascade,
-    and one ``accounts`` record per query: how many candidates stage 2 kept.
+class SearchShard(beam.DoFn):
+    """(shard, {'rows': [(audio uri, audio id, stage-1 codes)], 'queries': [batches of (midi uri, stage-1 codes)]})
+    -> (midi uri, [Hit]) for every query: the shard's ``k`` nearest audio tracks by track-code Hamming
+    distance (stage 1), ties by audio uri (``hashing.shards.search_shard``).
 
-    The audio database (uri, track id, track code, frame codes) arrives once per worker as a side input;
-    each query runs the track-code Hamming search (``n_candidates`` survivors) and then hash-sequence DTW
-    (``n_refine`` survivors), ``hashing.cascade.HashCascade``.
+    One worker holds one shard's codes (a few dozen bytes a recording) and its faiss index, never the database.
     """
+
+    CHUNK = 1024  # queries per faiss call
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def setup(self) -> None:
+        from pipelines.progress import StageTimer
+
+        self.timer = StageTimer("search_shard")
+
+    def process(self, element: tuple[int, dict]) -> Iterator[tuple[str, list]]:
+        from hashing.shards import search_shard
+
+        _, grouped = element
+        queries = [q for batch in grouped["queries"] for q in batch]
+        if not queries:
+            return
+        rows = sorted(grouped["rows"], key=lambda row: row[0])
+        codes = [code for _, _, code in rows]  # (1 + windows, bytes) each: the track code and window codes
+        keys, ids = [uri for uri, _, _ in rows], [track_id for _, track_id, _ in rows]
+        for start in range(0, len(queries), self.CHUNK):
+            chunk = queries[start:start + self.CHUNK]
+            with self.timer.time():
+                hits = search_shard(codes, keys, ids, [code for _, code in chunk], self.k)
+            for (midi_uri, _), found in zip(chunk, hits, strict=True):
+                yield midi_uri, found
+
+
+class MergeTopK(beam.CombineFn):
+    """Per-shard top-K lists of one query -> the global top-K (``hashing.shards.merge_top_k``)."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def create_accumulator(self) -> list:
+        return []
+
+    def add_input(self, accumulator: list, hits: list) -> list:
+        from hashing.shards import merge_top_k
+
+        return merge_top_k([accumulator, hits], self.k)
+
+    def merge_accumulators(self, accumulators: Iterable[list]) -> list:
+        from hashing.shards import merge_top_k
+
+        return merge_top_k(accumulators, self.k)
+
+    def extract_output(self, accumulator: list) -> list:
+        return accumulator
+
+
+def wanted_frames(element: tuple[str, list]) -> Iterator[tuple[str, tuple[str, int, str]]]:
+    """(midi uri, stage-1 hits) -> (audio id, (midi uri, Hamming distance, audio uri)) for each hit: the keys
+    the audio frame codes are joined by."""
+    midi_uri, hits = element
+    for hit in hits:
+        yield hit.track_id, (midi_uri, hit.distance, hit.key)
+
+
+def attach_frames(element: tuple[str, dict]) -> Iterator:
+    """(audio id, {'frames': [(audio uri, frame codes)], 'wanted': [(midi uri, distance, audio uri)]}) ->
+    (midi uri, (audio uri, audio id, distance, frame codes)) for each query that wants this recording."""
+    audio_id, grouped = element
+    frames = dict(grouped["frames"])  # audio uri -> frame codes (copies of one file share an id and codes)
+    for midi_uri, distance, audio_uri in grouped["wanted"]:
+        yield midi_uri, (audio_uri, audio_id, distance, frames[audio_uri])
+
+
+class RefineCandidatesByHash(beam.DoFn):
+    """(midi uri, {'query': [(midi id, frame codes)], 'candidates': [(audio uri, audio id, distance, frames)]})
+    -> (audio uri, CandidateRef) for the ``n_refine`` best by hash-sequence DTW (stage 2, ties by audio uri),
+    and one ``accounts`` record per query: how many candidates stage 2 kept."""
 
     def __init__(self, n_candidates: int, n_refine: int):
         self.n_candidates, self.n_refine = n_candidates, n_refine
         self.queries = Metrics.counter("mirmatch", "midi_queries")
         self.proposed = Metrics.counter("mirmatch", "candidates_proposed")
         self.searched = Metrics.counter("mirmatch", "stage1_candidates")
-        self._cascade_key = None
 
     def setup(self) -> None:
         from pipelines.progress import StageTimer
 
         self.timer = StageTimer("search")
 
-    def process(self, batch: list, audio_db: list[tuple[str, str, np.ndarray, np.ndarray]]) -> Iterator:
-        from hashing.cascade import HashCascade
+    def process(self, element: tuple[str, dict]) -> Iterator:
+        from hashing.cascade import refine_by_frame_codes
 
-        if audio_db and self._cascade_key != id(audio_db):  # build the index once per side-input instance
-            ordered = sorted(audio_db, key=lambda item: item[0])
-            self._audio = [(uri, track_id) for uri, track_id, _, _ in ordered]
-            self._cascade = HashCascade(np.stack([code for _, _, code, _ in ordered]),
-                                        [frames for _, _, _, frames in ordered],
-                                        stage1_k=self.n_candidates, stage2_k=self.n_refine)
-            self._cascade_key = id(audio_db)
-        for midi_uri, midi_id, track_code, frame_codes in batch:
-            self.queries.inc()
-            indices, hamming = [], []
-            if audio_db:
-                with self.timer.time():
-                    result = self._cascade.query(track_code, frame_codes)
-                indices, hamming = result.indices, result.hamming
-                self.searched.inc(min(self.n_candidates, len(self._cascade)))
-            yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": len(indices), "ranked": 0})
-            for i, d in zip(indices, hamming, strict=True):
-                self.proposed.inc()
-                audio_uri, audio_id = self._audio[i]
-                yield audio_uri, CandidateRef(midi_id, midi_uri, audio_id, audio_uri, int(d))
+        midi_uri, grouped = element
+        (midi_id, frame_codes), = grouped["query"]
+        candidates = sorted(grouped["candidates"])  # by audio uri: the database order, which breaks DTW ties
+        self.queries.inc()
+        self.searched.inc(len(candidates))
+        kept, dtw = [], []
+        if candidates:
+            with self.timer.time():
+                kept, dtw = refine_by_frame_codes(frame_codes, [c[3] for c in candidates], self.n_refine)
+        yield TaggedOutput(ACCOUNTS, {"midi_uri": midi_uri, "survivors": len(kept), "ranked": 0})
+        for i, d in zip(kept, dtw, strict=True):
+            audio_uri, audio_id, distance, _ = candidates[i]
+            self.proposed.inc()
+            yield audio_uri, CandidateRef(midi_id, midi_uri, audio_id, audio_uri, int(distance), float(d))
+
+
+class ProposeCandidates(beam.PTransform):
+    """Audio and MIDI (uri, track id, track code, frame codes) -> (audio uri, CandidateRef) for the audio
+    tracks that survive the cascade (``hashing.cascade``), and ``accounts`` records.
+
+    Stage 1 is sharded: audio track codes go to ``shards`` shards by track id (default: one per
+    ``hashing.shards.DEFAULT_SHARD_ROWS`` recordings), every batch of MIDI queries goes to every shard, and
+    the per-shard top-``n_candidates`` are merged by a combiner. Stage 2 gets the survivors' frame codes by
+    key (a join on audio track id), so no worker ever holds the whole audio database.
+    """
+
+    def __init__(self, n_candidates: int, n_refine: int, shards: int | None = None):
+        super().__init__()
+        self.n_candidates, self.n_refine, self.shards = n_candidates, n_refine, shards
+
+    def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.pvalue.DoOutputsTuple:
+        from hashing.shards import shard_count, shard_of
+
+        audio, midi = inputs
+        shards = self.shards
+        n_shards = beam.pvalue.AsSingleton(
+            audio | "Count audio" >> beam.combiners.Count.Globally()
+            | "Shard count" >> beam.Map(lambda n: shard_count(n, shards)))
+        rows = audio | "Shard audio codes" >> beam.Map(
+            lambda a, n: (shard_of(a[1], n), (a[0], a[1], a[2])), n_shards)
+        queries = (
+            midi
+            | "Query codes" >> beam.Map(lambda m: (m[0], m[2]))
+            | "Batch queries" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
+            | "To every shard" >> beam.FlatMap(lambda batch, n: [(s, batch) for s in range(n)], n_shards)
+        )
+        top = (
+            {"rows": rows, "queries": queries}
+            | "Group shards" >> beam.CoGroupByKey()
+            | "Search shards" >> beam.ParDo(SearchShard(self.n_candidates))
+            | "Merge top-K" >> beam.CombinePerKey(MergeTopK(self.n_candidates))
+        )
+        frames = audio | "Frame codes by id" >> beam.Map(lambda a: (a[1], (a[0], a[3])))
+        joined = (
+            {"frames": frames, "wanted": top | "Wanted frames" >> beam.FlatMap(wanted_frames)}
+            | "Join frame codes" >> beam.CoGroupByKey()
+            | "Attach frame codes" >> beam.FlatMap(attach_frames)
+        )
+        query_frames = midi | "Query frames" >> beam.Map(lambda m: (m[0], (m[1], m[3])))
+        return (
+            {"query": query_frames, "candidates": joined}
+            | "Group by query" >> beam.CoGroupByKey()
+            | "Hash DTW" >> beam.ParDo(RefineCandidatesByHash(self.n_candidates, self.n_refine))
+            .with_outputs(ACCOUNTS, main="candidates")
+        )
 
 
 @dataclass
@@ -276,23 +394,19 @@ class MatchMidiToAudio(beam.PTransform):
     invariants. Also returns ``audio_db``, the side input the stage-1 index is written from."""
 
     def __init__(self, store_root: str, analysis_key: str, n_candidates: int, n_refine: int, top_k: int,
-                 settings=None):
+                 settings=None, shards: int | None = None):
         super().__init__()
-        self.settings = settings
+        self.settings, self.shards = settings, shards
         self.store_root, self.analysis_key = store_root, analysis_key
         self.n_candidates, self.n_refine, self.top_k = n_candidates, n_refine, top_k
 
     def expand(self, features: beam.PCollection) -> dict[str, beam.PCollection]:
         audio_db = (features | "Audio only" >> beam.Filter(lambda t: t.modality == "audio")
                     | "Audio codes" >> beam.Map(query_of))
-        proposed = (
-            features
-            | "MIDI only" >> beam.Filter(lambda t: t.modality == "midi")
-            | "MIDI codes" >> beam.Map(query_of)
-            | "Batch queries" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
-            | "Hash cascade" >> beam.ParDo(ProposeCandidates(self.n_candidates, self.n_refine),
-                                           beam.pvalue.AsList(audio_db)).with_outputs(ACCOUNTS, main="candidates")
-        )
+        midi = (features | "MIDI only" >> beam.Filter(lambda t: t.modality == "midi")
+                | "MIDI codes" >> beam.Map(query_of))
+        proposed = (audio_db, midi) | "Hash cascade" >> ProposeCandidates(self.n_candidates, self.n_refine,
+                                                                         self.shards)
         refined = (
             proposed.candidates
             | "Group by audio" >> beam.GroupByKey()

@@ -51,6 +51,10 @@ class RunConfig:
     export_jams: bool = False  # OUT/jams/<track_id>.jams
     keep_runs: int | None = None  # prune the history to the newest N completed runs after publishing
     calibration: str | None = None  # decision settings fitted by `mirmatch calibrate` (default: the shipped ones)
+    #: worker processes of the local runner (None: one per core; 1: in-process); see ``runner_args``
+    workers: int | None = None
+    #: shards of the stage-1 search (None: one per hashing.shards.DEFAULT_SHARD_ROWS recordings)
+    search_shards: int | None = None
 
     def decisions(self):
         """The decision settings of this run (``hashing.decisions.DecisionSettings``): ``--calibration``'s file,
@@ -93,6 +97,35 @@ def input_elements(audio: list[str], midi: list[str]) -> list[tuple[str, str]]:
     return sorted((uri, choose_modality(uri, modalities)) for uri, modalities in given.items())
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def runner_args(beam_args: list[str], workers: int | None = None) -> list[str]:
+    """Beam's options for a run: on the local DirectRunner, ``workers`` processes (default one per core) in
+    ``multi_processing`` mode, or the in-process runner for 1 worker.
+
+    Options given to Beam directly win: another ``--runner`` (Dataflow, portable) or an explicit
+    ``--direct_running_mode`` / ``--direct_num_workers`` leaves ``beam_args`` as they are."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    if runner not in (None, "DirectRunner", "direct", "BundleBasedDirectRunner"):
+        return list(beam_args)
+    if any(arg.startswith(("--direct_running_mode", "--direct_num_workers")) for arg in beam_args):
+        return list(beam_args)
+    n = available_cores() if workers is None else workers
+    if n <= 1:
+        return list(beam_args)
+    return [*beam_args, "--direct_running_mode=multi_processing", f"--direct_num_workers={n}"]
+
+
 def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]] | None, cfg: RunConfig, run_id: str | None = None,
                    analysis_key: str | None = None) -> str:
     """Add every stage of `mirmatch run` to ``p`` (the README's diagram, one composite transform a stage);
@@ -115,7 +148,7 @@ def build_pipeline(p: beam.Pipeline, inputs: list[tuple[str, str]] | None, cfg: 
         elements, n_inputs = p | "Inputs" >> beam.Create(inputs), len(inputs)
     analysed = elements | "Analyse" >> AnalyseTracks(cfg.model, store, key, n_inputs)
     matched = analysed[FEATURES] | "Match" >> MatchMidiToAudio(store, key, cfg.n_candidates, cfg.n_refine, cfg.top_k,
-                                                                  decisions.match)
+                                                                  decisions.match, cfg.search_shards)
     index = matched["audio_db"] | "Index" >> WriteAudioIndex(staged_folder(cfg.out, run_id, INDEX_DIR, cfg.history))
     match_edges = matched["matches"] | "Match edges" >> beam.FlatMap(
         lambda m: [(m["midi_id"], m["audio_id"])] if m["is_match"] else [])
@@ -153,6 +186,7 @@ def run(cfg: RunConfig) -> dict[str, int]:
     """Expand inputs, run the pipeline to completion, publish its tables and return its counters."""
     from encoders.analyze import analysis_key
     from pipelines.cloud import check_gcs_access, gcs_paths
+    from pipelines.progress import ProgressMonitor
 
     check_gcs_access(gcs_paths([*cfg.audio, *cfg.midi, cfg.out, cfg.state, *cfg.beam_args]))  # fail fast
     run_id = cfg.run_id or new_run_id()
@@ -166,10 +200,14 @@ def run(cfg: RunConfig) -> dict[str, int]:
         for folder in remove_incomplete_runs(cfg.out):
             log.info("mirmatch: removed %s, left by a run that did not complete", folder)
         started = time.monotonic()
-        p = beam.Pipeline(options=PipelineOptions(cfg.beam_args))
+        args = runner_args(cfg.beam_args, cfg.workers)
+        if args != cfg.beam_args:
+            log.info("mirmatch: %s worker processes (--workers)", args[-1].split("=")[1])
+        p = beam.Pipeline(options=PipelineOptions(args))
         build_pipeline(p, None, cfg, run_id, key)
-        result = p.run()
-        result.wait_until_finish()
+        with ProgressMonitor():  # progress lines from every worker process (pipelines.progress)
+            result = p.run()
+            result.wait_until_finish()
         counters = {"seconds": round(time.monotonic() - started, 1)}
         try:
             for c in result.metrics().query(MetricsFilter().with_namespace("mirmatch"))["counters"]:

@@ -1,4 +1,4 @@
-"""Version clusters: nearest neighbours by version embedding, verified by alignment, then communities.
+"""Version clusters: nearest neighbours by version embedding, verified by alignment, decided, then clustered.
 
 The per-track sequences travel to the two ends of each candidate pair through two key joins; a pair that
 cannot be verified is counted and gets an `errors` row, and ``pipelines.invariants`` checks at the end of
@@ -102,32 +102,14 @@ def _tracks_by_id(tracks: list[tuple[str, str, str, np.ndarray]]) -> dict[str, t
 
 def edge_rows(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None,
               durations: dict[str, float] | None = None) -> list[dict]:
-    """One `version_edges` row per verified pair, with its decision (``hashing.decisions``): each track's null
-    is its reference pairs' similarities, and a candidate edge counts (``accepted``) when it stands
-    ``settings.min_z`` robust deviations above the nulls of both its ends (and reaches ``min_similarity`` when
-    one is given), between two tracks of at least ``settings.min_duration_s`` (``durations``)."""
-    from hashing.decisions import null_model, version_decision
+    """One `version_edges` row per verified pair, with its decision (``hashing.decisions.decide_version_edges``):
+    each track's null is its reference pairs' similarities, and a candidate edge counts (``accepted``) when it
+    stands ``settings.min_z`` robust deviations above the nulls of both its ends and passes the ratio test (and
+    reaches ``min_similarity`` when one is given), between two tracks of at least ``settings.min_duration_s``
+    (``durations``)."""
+    from hashing.decisions import decide_version_edges
 
-    durations = durations or {}
-
-    def long_enough(track_id: str) -> bool:
-        return durations.get(track_id, np.inf) >= settings.min_duration_s
-
-    references: dict[str, list[float]] = {}
-    for a, b, similarity, is_reference in verified:
-        if is_reference:
-            references.setdefault(a, []).append(similarity)
-            references.setdefault(b, []).append(similarity)
-    nulls = {track_id: null_model(sims, settings.min_spread) for track_id, sims in references.items()}
-    fallback = null_model([], settings.min_spread)
-    rows = []
-    for a, b, similarity, is_reference in sorted(verified, key=lambda e: (min(e[0], e[1]), max(e[0], e[1]))):
-        z, counts = version_decision(similarity, nulls.get(a, fallback), nulls.get(b, fallback),
-                                     long_enough(a) and long_enough(b), settings, min_similarity)
-        accepted = counts and not is_reference
-        rows.append({"track_a": min(a, b), "track_b": max(a, b), "similarity": float(similarity), "z": float(z),
-                     "is_reference": bool(is_reference), "accepted": bool(accepted)})
-    return rows
+    return decide_version_edges(verified, durations, settings, min_similarity)
 
 
 def decided_edges(verified: list[tuple[str, str, float, bool]], settings, min_similarity: float | None = None,
@@ -181,18 +163,21 @@ def write_cluster_ids(path: str | None, labels: dict[str, str]) -> None:
 
 
 def cluster_rows(tracks: list[tuple[str, str, str, np.ndarray]], version_edges: list[dict],
-                 match_edges: list[tuple[str, str]], ids_path: str | None = None) -> list[dict]:
+                 match_edges: list[tuple[str, str]], ids_path: str | None = None, settings=None) -> list[dict]:
     """One `clusters` row per distinct track id, from the `version_edges` rows (``edge_rows``: the accepted ones
-    join tracks, the candidate ones name each track's nearest version) and the match edges; cluster ids carry
+    join tracks under the guard against chaining, ``hashing.clustering.guarded_clusters`` with
+    ``settings.link``; the candidate ones name each track's nearest version) and the match edges; cluster ids carry
     over from the previous run's (``ids_path``, in the state folder)."""
-    from hashing.clustering import cluster_graph, nearest_versions, stable_labels
+    from hashing.clustering import guarded_clusters, nearest_versions, stable_labels
+    from hashing.decisions import VersionSettings
 
     by_id = _tracks_by_id(tracks)
     ids = sorted(by_id)
     if not ids:
         return []
     accepted = [(r["track_a"], r["track_b"], r["z"]) for r in version_edges if r["accepted"]]
-    labels = stable_labels(cluster_graph(ids, accepted, match_edges), read_cluster_ids(ids_path))
+    link = (settings or VersionSettings()).link
+    labels = stable_labels(guarded_clusters(ids, accepted, match_edges, link), read_cluster_ids(ids_path))
     write_cluster_ids(ids_path, labels)
     nearest = nearest_versions([(r["track_a"], r["track_b"], r["similarity"]) for r in version_edges
                                 if not r["is_reference"]])
@@ -211,9 +196,9 @@ class ClusterVersions(beam.PTransform):
     rows, ``errors`` rows of pairs that could not be verified, and the counts of proposed and verified pairs.
 
     Three steps gather everything on one worker, by design: the nearest-neighbour search over all version
-    embeddings (faiss), the decision on every verified pair (each track's null needs all its reference pairs),
-    and the community detection over the accepted edges (igraph's Leiden). Each holds one small vector or a
-    few edges per track; verification, the costly part, runs in parallel.
+    embeddings (faiss), the decision on every verified pair (each track's null needs all its reference pairs, the
+    ratio test each track's best edge), and the clustering of the accepted edges. Each holds one small vector or
+    a few edges per track; verification, the costly part, runs in parallel.
     """
 
     def __init__(self, k: int, min_cosine: float, min_similarity: float | None, settings=None,
@@ -262,7 +247,7 @@ class ClusterVersions(beam.PTransform):
             features.pipeline
             | "Cluster trigger" >> beam.Create([None])
             | "Cluster" >> beam.FlatMap(
-                lambda _, tracks, rows, matches: cluster_rows(tracks, rows, matches, ids_path),
+                lambda _, tracks, rows, matches: cluster_rows(tracks, rows, matches, ids_path, settings),
                 beam.pvalue.AsList(embeddings), beam.pvalue.AsList(edges), beam.pvalue.AsList(match_edges))
         )
         errors = (first_sent[ERRORS], verified[ERRORS]) | "Verification errors" >> beam.Flatten()

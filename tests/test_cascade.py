@@ -87,3 +87,75 @@ def test_ragged_codes_round_trip_and_feed_the_cascade():
     assert a.indices.tolist() == b.indices.tolist() and a.indices[0] == 7
     with pytest.raises(ValueError, match="at least one code"):
         RaggedCodes(np.zeros(3, np.uint32), np.array([0, 0, 3]))
+
+
+def _hamming(a, b):
+    return int(np.unpackbits(np.bitwise_xor(a, b)).sum())
+
+
+def test_multi_code_index_equals_brute_force_least_distance_per_track():
+    from hashing.search import MultiCodeIndex
+
+    rng = np.random.default_rng(5)
+    tracks = [rng.integers(0, 256, (int(r), 32), dtype=np.uint8) for r in rng.integers(1, 6, 300)]
+    index = MultiCodeIndex(tracks)
+    for _ in range(5):
+        query = rng.integers(0, 256, (int(rng.integers(1, 4)), 32), dtype=np.uint8)
+        truth = np.array([min(_hamming(a, b) for a in query for b in t) for t in tracks])
+        distances, found = index.search(query, 40)
+        expected = np.lexsort((np.arange(len(tracks)), truth))[:40]
+        assert found.tolist() == expected.tolist() and distances.tolist() == truth[expected].tolist()
+
+
+def test_one_code_per_track_searches_as_before():
+    from hashing.search import HammingIndex, MultiCodeIndex
+
+    rng = np.random.default_rng(6)
+    codes = rng.integers(0, 256, (500, 32), dtype=np.uint8)
+    query = rng.integers(0, 256, 32, dtype=np.uint8)
+    d_old, i_old = HammingIndex(codes).search(query[None], 30)
+    for index in (MultiCodeIndex(codes), MultiCodeIndex(list(codes))):
+        d_new, i_new = index.search(query, 30)
+        assert i_new.tolist() == i_old[0].tolist() and d_new.tolist() == d_old[0].tolist()
+
+
+def test_an_excerpt_finds_its_whole_track_by_a_window_code():
+    """A query close to one window of a long track (and far from its whole-track code) survives stage 1 only when
+    the window codes are searched."""
+    rng = np.random.default_rng(7)
+    n_db = 400
+    whole = rng.integers(0, 256, (n_db, 32), dtype=np.uint8)
+    windows = [rng.integers(0, 256, (4, 32), dtype=np.uint8) for _ in range(n_db)]
+    frames = [random_codes(rng, 60) for _ in range(n_db)]
+    target = 123
+    query = windows[target][2].copy()
+    query[:4] ^= 0x0F  # 16 bits off the window's code
+    single = HashCascade(whole, frames, stage1_k=10, stage2_k=5)
+    multi = HashCascade([np.vstack([w[None], ws]) for w, ws in zip(whole, windows, strict=True)], frames,
+                        stage1_k=10, stage2_k=5)
+    assert target not in single.query(query, frames[target][10:40]).indices
+    result = multi.query(query, frames[target][10:40])
+    assert result.indices[0] == target and result.hamming[0] == 16
+
+
+def test_code_windows_cover_a_track_with_half_overlap():
+    from encoders.codes.bits import WINDOW_CODES, WINDOW_HOP_CODES, code_windows
+
+    assert code_windows(WINDOW_CODES) == []  # about one window long: the whole-track code serves
+    windows = code_windows(500)
+    assert windows[0] == (0, WINDOW_CODES) and windows[-1][1] == 500
+    assert all(e - s == WINDOW_CODES for s, e in windows)
+    assert all(b[0] - a[0] <= WINDOW_HOP_CODES for a, b in zip(windows, windows[1:], strict=False))
+
+
+def test_a_track_with_many_windows_does_not_hide_the_others():
+    from hashing.search import MultiCodeIndex
+
+    rng = np.random.default_rng(8)
+    tracks = [rng.integers(0, 256, (1, 32), dtype=np.uint8) for _ in range(200)]
+    tracks[0] = rng.integers(0, 256, (500, 32), dtype=np.uint8)  # a three-hour recording's windows
+    query = tracks[57][0].copy()
+    query[:2] ^= 0x01
+    tracks[0][:300] = query  # many exact hits in one track
+    distances, found = MultiCodeIndex(tracks).search(query, 5)
+    assert found[:2].tolist() == [0, 57] and distances[:2].tolist() == [0, 2] and len(set(found.tolist())) == 5

@@ -45,6 +45,8 @@ def test_similar_tracks_get_closer_codes(rng):
 def test_load_hasher_names():
     assert load_hasher("random-projection").seed == 0
     assert load_hasher("random-projection:7").seed == 7
+    assert load_hasher("learned+windows").windows and not load_hasher(None).windows
+    assert load_hasher("random-projection:7+windows").windows and load_hasher("random-projection:7+windows").seed == 7
     assert load_hasher(None).name.startswith("learned:")  # the shipped learned encoders are the default
     with pytest.raises(ValueError, match="unknown model"):
         load_hasher("nonsense")

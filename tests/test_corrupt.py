@@ -61,3 +61,46 @@ def test_debian_collections_are_installed():
     files = debian_midi_files()
     assert len(files) > 100
     assert {c for c, _ in files} == {"simutrans", "openttd", "freedink", "mma"}
+
+
+def _one_note(pitch: int = 69, seconds: float = 2.0) -> pretty_midi.PrettyMIDI:
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=73)  # flute: nearly a sine
+    inst.notes.append(pretty_midi.Note(velocity=100, pitch=pitch, start=0.0, end=seconds))
+    pm.instruments.append(inst)
+    return pm
+
+
+def test_detune_moves_the_pitch_by_the_cents_asked():
+    from encoders.features import FMIN_MIDI, log_cqt
+    from encoders.render import render_midi
+    from encoders.training.corrupt import detune
+
+    def upper_share(cents):
+        pm = _one_note()
+        detune(pm, cents)
+        cqt = log_cqt(render_midi(pm))[1][10:60].mean(0)
+        bin_ = 69 - FMIN_MIDI
+        return cqt[bin_ + 1] / (cqt[bin_] + cqt[bin_ + 1])
+
+    shares = [upper_share(c) for c in (-50.0, 0.0, 50.0, 100.0)]
+    assert shares[0] < shares[1] - 0.1 < shares[2] - 0.2 < shares[3] - 0.3  # the energy moves up a bin
+    assert abs(shares[2] - 0.5) < 0.15  # half a semitone: between the two bins
+
+
+def test_realistic_rendering_keeps_length_and_mixes_the_background(rng):
+    from encoders.media import SAMPLE_RATE
+    from encoders.training.corrupt import midi_side_extras, realistic_rendering
+
+    original = piece(30.0)
+    background = np.sin(2 * np.pi * 97.0 * np.arange(60 * SAMPLE_RATE) / SAMPLE_RATE).astype(np.float32)
+    y, c = realistic_rendering(original, "timgm6mb", np.random.default_rng(1), background)
+    duration = c.crop_end_s - c.crop_start_s
+    assert abs(len(y) / SAMPLE_RATE - duration) < 1.5 and np.isfinite(y).all() and np.abs(y).max() <= 0.91
+    spectrum = np.abs(np.fft.rfft(y[: 10 * SAMPLE_RATE]))
+    freqs = np.fft.rfftfreq(10 * SAMPLE_RATE, 1 / SAMPLE_RATE)
+    assert spectrum[np.abs(freqs - 97.0) < 0.5].max() > 5 * np.median(spectrum)  # the background is in it
+    extras = [midi_side_extras(original, np.random.default_rng(s)) for s in range(20)]
+    assert any(any(i.is_drum for i in pm.instruments) for pm in extras)
+    assert any(len(pm.instruments) > len(original.instruments) and not pm.instruments[-1].is_drum for pm in extras)
+    assert all(pm.get_end_time() <= original.get_end_time() + 0.5 for pm in extras)  # timing unchanged

@@ -110,7 +110,7 @@ def test_verified_clusters_join_renderings_and_nothing_else(rendered_versions):
     renderings are joined than by the embedding's kNN graph alone (these 32-beat excerpts are harder than whole
     pieces; the decision favours precision)."""
     from encoders.versions.chroma import version_sequence
-    from hashing.clustering import cluster_graph
+    from hashing.clustering import guarded_clusters
     from hashing.decisions import REFERENCE_TRACKS, VersionSettings
     from hashing.version_align import verified_similarity
     from pipelines.pipeline import RunConfig
@@ -125,7 +125,7 @@ def test_verified_clusters_join_renderings_and_nothing_else(rendered_versions):
     pairs_to_verify = version_candidates(tracks, cfg.version_candidates, cfg.version_min_cosine, REFERENCE_TRACKS)
     verified = [(a, b, verified_similarity(cos, sequences[int(a)], sequences[int(b)]), ref)
                 for a, (b, cos, ref) in pairs_to_verify]
-    labels = cluster_graph(ids, decided_edges(verified, VersionSettings()))
+    labels = guarded_clusters(ids, decided_edges(verified, VersionSettings()), (), VersionSettings().link)
     members: dict[str, set[str]] = {}
     for i, it in zip(ids, items, strict=True):
         members.setdefault(labels[i], set()).add(it.name)

@@ -125,6 +125,74 @@ def test_stable_labels_keep_ids_while_clusters_keep_members():
     assert stable_labels({"a": "a", "b": "a"}, {}) == {"a": "a", "b": "a"}  # no history: the smallest member
 
 
+def test_version_ratio_test_keeps_a_tracks_true_version_and_drops_pieces_in_its_style():
+    """Each track's null makes z comparable across kinds of music; pieces in one style still stand out from
+    unrelated references, but far less than a track's true version: the ratio test drops them."""
+    from hashing.decisions import VersionSettings, decide_version_edges
+
+    refs = [(t, f"ref{t}{k}", 0.40 + 0.01 * (k % 3), True) for t in "abcd" for k in range(8)]
+    verified = refs + [("a", "b", 1.0, False),  # true versions: z = (1.0 - 0.41) / 0.05 ~ 11.8
+                       ("a", "c", 0.70, False),  # same style as a: z ~ 5.8, under 0.7 x 11.8
+                       ("c", "d", 0.72, False)]  # c's own best edge: z ~ 6.2, kept
+    rows = {(r["track_a"], r["track_b"]): r for r in decide_version_edges(verified, None, VersionSettings())}
+    assert rows[("a", "b")]["accepted"] and rows[("c", "d")]["accepted"]
+    assert rows[("a", "c")]["z"] >= VersionSettings().min_z and not rows[("a", "c")]["accepted"]
+    assert not any(r["accepted"] for r in rows.values() if r["is_reference"])
+    without = decide_version_edges(verified, None, VersionSettings(ratio=0.0))
+    assert [r for r in without if (r["track_a"], r["track_b"]) == ("a", "c")][0]["accepted"]
+    short = decide_version_edges(verified, {"d": 5.0}, VersionSettings())
+    assert not [r for r in short if (r["track_a"], r["track_b"]) == ("c", "d")][0]["accepted"]  # a 5-s jingle
+
+
+def test_clusters_do_not_chain_through_one_edge_and_ids_survive_a_night_that_adds_a_member():
+    """Two pieces (each a MIDI file and its recording, joined by a match) and an unrelated recording with an
+    accepted edge into one side of each: the guard keeps the three apart where connected components would chain
+    them.
+    A new version with edges to both members of a cluster joins it, and the cluster keeps its id; the result does
+    not depend on the order of the edges."""
+    from hashing.clustering import guarded_clusters, stable_labels
+
+    ids = ["p35m", "p35a", "p37m", "p37a", "x"]
+    matches = [("p35m", "p35a"), ("p37m", "p37a")]
+    edges = [("x", "p35a", 5.0), ("x", "p37m", 4.5), ("p35m", "p37a", 4.2)]
+    labels = guarded_clusters(ids, edges, matches)
+    assert labels["p35m"] == labels["p35a"] and labels["p37m"] == labels["p37a"] != labels["p35m"]
+    assert labels["x"] == "x"  # one edge to a piece's recording, none to its MIDI file: no majority
+    assert guarded_clusters(ids[::-1], edges[::-1], matches[::-1]) == labels
+    versions = edges + [("p35m", "p37m", 4.1), ("p35a", "p37a", 4.0)]  # 3 of the 4 links between the pieces
+    joined = guarded_clusters(ids, versions, matches)
+    assert joined["p35m"] == joined["p37a"] and joined["x"] == "x"
+    assert joined == guarded_clusters(ids, versions[::-1], matches)
+
+    night1 = stable_labels(guarded_clusters(["b", "c", "z"], [("b", "c", 6.0)]), {})
+    assert night1 == {"b": "b", "c": "b", "z": "z"}
+    night2 = stable_labels(guarded_clusters(["a", "b", "c", "z"], [("b", "c", 6.0), ("a", "b", 5.0), ("a", "c", 4.5)]),
+                           night1)
+    assert night2 == {"a": "b", "b": "b", "c": "b", "z": "z"}  # "a" is the smallest member, the id stays "b"
+    half = guarded_clusters(["a", "b", "c"], [("b", "c", 6.0), ("a", "b", 5.0)])
+    assert half["a"] == "a" and half["b"] == half["c"]  # one edge of two: no majority
+
+
+def test_fitting_version_settings_raises_the_f_measure_on_labels_it_was_not_fitted_on():
+    """In a domain where true versions stand out less than the shipped cut asks (e.g. folk-tune variants from
+    different tune books), re-fitting the z cut on half the labelled pairs helps on the other half."""
+    from hashing.decisions import VersionSettings, f_measure, fit_version_settings
+
+    rng = np.random.default_rng(1)
+    z = np.concatenate([rng.uniform(2.4, 3.9, 30), rng.uniform(-2.0, 2.0, 90)])
+    same = np.concatenate([np.ones(30, bool), np.zeros(90, bool)])
+    order = rng.permutation(len(z))
+    fit, held = order[:60], order[60:]
+    shipped = VersionSettings()
+    fitted = fit_version_settings(z[fit], same[fit], shipped)
+    assert (fitted.ratio, fitted.link) == (shipped.ratio, shipped.link)
+
+    def f(settings):
+        return f_measure(z[held] >= settings.min_z, same[held])
+
+    assert f(fitted) > f(shipped) + 0.5 and f(fitted) > 0.9
+
+
 def _run(audio: list[str], midi: list[str], out: Path, state: Path, *extra: str) -> None:
     from pipelines.cli import main
 

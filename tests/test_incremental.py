@@ -116,8 +116,8 @@ def test_tampered_state_is_recomputed_never_executed(pipeline_out, tiny_corpus, 
     tracks[0].write_bytes(pickle.dumps(_Bomb(str(marker))))
     tracks[1].write_bytes(b"\x93NUMPY garbage" * 40)
     pairs[0].write_bytes(pickle.dumps(_Bomb(str(marker))))
-    with caplog.at_level("WARNING", logger="mirmatch"):
-        counters = run_counters(run_argv(out, audio, midi))
+    with caplog.at_level("WARNING", logger="mirmatch"):  # in-process, where caplog sees the workers' warnings
+        counters = run_counters([*run_argv(out, audio, midi), "--workers", "1"])
     assert not marker.exists()
     assert counters["tracks_analyzed"] == 2 and counters["pairs_aligned"] >= 1
     assert "not valid typed state" in caplog.text

@@ -226,3 +226,25 @@ def test_warm_up_starts_phase_one_with_small_steps():
     # Adam's first step is about the learning rate whatever the gradient: 0.1 at full rate, 0.01 after 1/10.
     assert first_move(0) == pytest.approx(0.1, rel=0.05)
     assert first_move(10) == pytest.approx(0.01, rel=0.05)
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped weights")
+def test_window_codes_are_the_track_codes_of_the_windows_frame_codes():
+    import torch
+
+    from encoders.codes.bits import code_windows
+
+    hasher = LearnedHasher(windows=True)
+    cqt = np.random.default_rng(1).random((8 * 300, 48)).astype(np.float32)
+    assert LearnedHasher().all_codes(cqt, "midi")[2].shape == (0, 32)  # off by default
+    frames, track, windows = hasher.all_codes(cqt, "midi")
+    assert np.array_equal(frames, hasher.frame_codes(cqt, "midi"))
+    assert np.array_equal(track, hasher.track_code(cqt, "midi"))
+    spans = code_windows(300)
+    assert windows.shape == (len(spans), 32) and len(spans) >= 6
+    _, soft = hasher._embed(cqt, "midi")
+    s, e = spans[2]
+    with torch.inference_mode():
+        alone = np.packbits(hasher.nets.sequence["midi"](soft[:, s:e])[0].numpy() > 0)
+    assert np.array_equal(windows[2], alone)
+    assert hasher.all_codes(cqt[:400], "midi")[2].shape == (0, 32)  # 50 codes: one window at most, none kept

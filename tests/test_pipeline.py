@@ -137,3 +137,4 @@ def test_audio_index_persisted_beside_the_tables(pipeline_out):
     distances, indices = index.search(codes, 1)
     assert distances[:, 0].tolist() == [0] * len(database)  # each stored code finds itself
     assert all(len(r["frame_codes"]) % 4 == 0 and len(r["frame_codes"]) > 0 for r in database)
+    assert all(len(r["window_codes"]) % 32 == 0 for r in database)  # the 30-second windows' track codes

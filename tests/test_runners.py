@@ -16,7 +16,8 @@ from tests.conftest import REPO, assert_true_pairs_first, read_table, uri
 
 #: The composite stages of build_pipeline (the README's diagram), then steps inside them.
 STAGES = ["Inputs", "Analyse", "Match", "Index", "Versions", "Publish"]
-STEPS = ["Analyse/Spread inputs", "Analyse/Analyze tracks", "Match/Hash cascade", "Match/Group by audio",
+STEPS = ["Analyse/Spread inputs", "Analyse/Analyze tracks", "Match/Hash cascade/Search shards",
+         "Match/Hash cascade/Merge top-K", "Match/Hash cascade/Join frame codes", "Match/Group by audio",
          "Match/DTW refine", "Match/Group by MIDI", "Match/Rank", "Index/Write audio index", "Versions/Verify versions",
          "Versions/Cluster", "Publish/Publish tables"]
 TABLES = ["tracks", "errors", "segments", "matches", "alignments", "clusters"]

@@ -50,7 +50,8 @@ def _analysis():
                          cover_embedding=rng.random(16, dtype=np.float32),
                          segments=[Segment(0.0, 6.0, "A"), Segment(6.0, 12.5, "B")],
                          warnings=[TrackWarning("ClippedAudio", "2% clipped")],
-                         version_sequence=rng.random((7, 12)).astype(np.float16))
+                         version_sequence=rng.random((7, 12)).astype(np.float16),
+                         window_codes=rng.integers(0, 256, (3, 32), dtype=np.uint8))
 
 
 def test_typed_entries_round_trip_dataclasses_field_by_field(tmp_path):
@@ -64,9 +65,10 @@ def test_typed_entries_round_trip_dataclasses_field_by_field(tmp_path):
     loaded = store.load_track(analysis.track_id, "audio")
     assert type(loaded) is type(analysis) and loaded.segments == analysis.segments
     assert loaded.warnings == analysis.warnings and loaded.uri == analysis.uri and loaded.duration_s == 12.5
-    for name in ("cqt", "frame_codes", "track_code", "cover_embedding", "version_sequence"):
+    for name in ("cqt", "frame_codes", "track_code", "cover_embedding", "version_sequence", "window_codes"):
         a, b = getattr(analysis, name), getattr(loaded, name)
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
+    assert loaded.stage1_codes().shape == (4, 32) and np.array_equal(loaded.stage1_codes()[0], analysis.track_code)
     store.save_track("cd" * 16, "midi", TrackFailure("parse", "BadMidi", "not a MIDI file"))
     assert store.load_track("cd" * 16, "midi") == TrackFailure("parse", "BadMidi", "not a MIDI file")
 

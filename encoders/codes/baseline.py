@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32, pad_frames
+from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, code_windows, pack_uint32, pad_frames
 from encoders.features import N_BINS
 
 
@@ -25,6 +25,7 @@ class RandomProjectionHasher:
 
     seed: int = 0
     name: str = "random-projection-v1"
+    windows: bool = False  # ``all_codes`` also gives the codes of 30-second windows
     frame_projection: np.ndarray = field(init=False, repr=False)
     track_projection: np.ndarray = field(init=False, repr=False)
 
@@ -42,3 +43,12 @@ class RandomProjectionHasher:
         """(n_frames, 48) log-CQT -> (32,) uint8, a 256-bit code of the whole track."""
         pooled = _standardise(np.concatenate([cqt.mean(axis=0), cqt.std(axis=0)]))
         return np.packbits(pooled @ self.track_projection > 0)
+
+    def all_codes(self, cqt: np.ndarray, modality: str = "audio") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frame codes, track code, window codes (w, 32) uint8): a track code of each window of
+        ``bits.code_windows``, counted in frame codes of ``DOWNSAMPLE`` frames."""
+        spans = code_windows(-(-len(cqt) // DOWNSAMPLE)) if self.windows else []
+        windows = [self.track_code(cqt[s * DOWNSAMPLE:e * DOWNSAMPLE], modality) for s, e in spans]
+        window = np.stack(windows) if windows else np.zeros((0, TRACK_BITS // 8), np.uint8)
+        return self.frame_codes(cqt, modality), self.track_code(cqt, modality), window
+

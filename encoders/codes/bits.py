@@ -26,3 +26,24 @@ def pad_frames(x: np.ndarray, min_codes: int = 0) -> np.ndarray:
     padded = np.zeros((max(min_codes, -(-n // DOWNSAMPLE)) * DOWNSAMPLE, x.shape[1]), np.float32)
     padded[:n] = x
     return padded
+
+
+#: Stage-1 window codes: a track longer than ``WINDOW_MIN_CODES`` frame codes also gets a track code for each
+#: window of ``WINDOW_CODES`` frame codes (30.1 s: 81 codes of 8 frames at 22050 / 1024 frames per second),
+#: every ``WINDOW_HOP_CODES`` (50% overlap), so that a 30-second excerpt finds the whole track it comes from.
+WINDOW_CODES = 81
+WINDOW_HOP_CODES = 40
+WINDOW_MIN_CODES = 101  # ~37.5 s: shorter tracks are about one window long, their whole-track code serves
+
+
+def code_windows(n_codes: int, window: int = WINDOW_CODES, hop: int = WINDOW_HOP_CODES,
+                 min_codes: int = WINDOW_MIN_CODES) -> list[tuple[int, int]]:
+    """(start, end) in frame codes of the overlapping windows of a sequence of ``n_codes`` frame codes: every
+    ``hop`` from 0, and one more ending at the last code when the hops do not reach it; none when the
+    sequence is shorter than ``min_codes``."""
+    if n_codes < max(min_codes, window):
+        return []
+    starts = list(range(0, n_codes - window + 1, hop))
+    if starts[-1] + window < n_codes:
+        starts.append(n_codes - window)
+    return [(s, s + window) for s in starts]

@@ -8,6 +8,7 @@ sequence embedding, ICASSP 2016) into one 256-bit code per track, for the first 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, pack_uint32, pad_frames
+from encoders.codes.bits import DOWNSAMPLE, FRAME_BITS, TRACK_BITS, code_windows, pack_uint32, pad_frames
 from encoders.features import N_BINS
 
 MODALITIES = ("audio", "midi")
@@ -150,18 +151,31 @@ def inference_device() -> torch.device:
     return torch.device("cuda")
 
 
+def for_inference(model: nn.Module) -> nn.Module:
+    """``model`` compiled for inference on the CPU: TorchScript, frozen, each convolution fused with its batch
+    norm and ReLU and run in oneDNN's layout (``torch.jit.optimize_for_inference``). 3-4 times faster on one
+    core for the frame and segment encoders, with the same outputs to float rounding (about 1e-6); the
+    model is copied, not changed. On a GPU the model itself (eval mode)."""
+    if next(model.parameters()).device.type != "cpu":
+        return model.eval()
+    return torch.jit.optimize_for_inference(torch.jit.script(copy.deepcopy(model).eval()))
+
+
 @dataclass
 class LearnedHasher:
     """Codes from the trained networks; same interface as ``encoders.codes.baseline.RandomProjectionHasher``.
 
     Inference runs on the GPU when there is one; each track is one batched forward pass over all its
-    frames (the networks are convolutional in time).
+    frames (the networks are convolutional in time). On the CPU the frame encoders run compiled
+    (``for_inference``, on first use: later changes to ``nets`` are not seen).
     """
 
     weights: str | Path = DEFAULT_WEIGHTS
+    windows: bool = False  # ``all_codes`` also gives the codes of 30-second windows (``--model ...+windows``)
     name: str = field(init=False)
     nets: HashNetworks = field(init=False, repr=False)
     device: torch.device = field(init=False, repr=False)
+    _compiled: dict = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         path = Path(self.weights)
@@ -185,7 +199,9 @@ class LearnedHasher:
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         padded = pad_frames(standardise_cqt(cqt), min_codes=1)
-        net = self.nets.frame[modality]
+        if modality not in self._compiled:
+            self._compiled[modality] = for_inference(self.nets.frame[modality])
+        net = self._compiled[modality]
         with torch.inference_mode():
             if len(padded) <= EMBED_CHUNK_FRAMES:
                 return net(torch.from_numpy(padded).unsqueeze(0).to(self.device))
@@ -219,3 +235,20 @@ class LearnedHasher:
         with torch.inference_mode():
             track = self.nets.sequence[modality](codes)
         return pack_uint32(codes[0].cpu().numpy() > 0), np.packbits(track[0].cpu().numpy() > 0)
+
+    def all_codes(self, cqt: np.ndarray, modality: str = "audio") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frame codes (n,) uint32, track code (32,) uint8, window codes (w, 32) uint8) from one forward pass
+        of the frame encoder; the window codes pool the frame codes of each window of ``bits.code_windows``
+        (none for a track shorter than about 37 s, or when ``windows`` is off), in one batched pass of the
+        sequence encoder."""
+        _, codes = self._embed(cqt, modality)
+        windows = code_windows(codes.shape[1]) if self.windows else []
+        with torch.inference_mode():
+            track = self.nets.sequence[modality](codes)
+            if windows:
+                stacked = torch.cat([codes[:, s:e] for s, e in windows])
+                window = np.packbits(self.nets.sequence[modality](stacked).cpu().numpy() > 0, axis=1)
+            else:
+                window = np.zeros((0, TRACK_BITS // 8), np.uint8)
+        return pack_uint32(codes[0].cpu().numpy() > 0), np.packbits(track[0].cpu().numpy() > 0), window
+

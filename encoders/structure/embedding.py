@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from encoders.codes.learned import for_inference
 from encoders.features import FRAME_RATE, N_BINS
 from encoders.structure.grid import beat_bounds
 
@@ -85,8 +86,29 @@ def sub_beat_features(cqt: np.ndarray, bounds: np.ndarray, sub_beats: int) -> np
     a = np.clip(a, 0, max(n - 1, 0))
     b = np.clip(np.maximum(b, a + 1), 1, n)
     a = np.minimum(a, b - 1)
-    csum = np.concatenate([np.zeros((1, x.shape[1]), np.float64), np.cumsum(x, axis=0, dtype=np.float64)])
-    return ((csum[b] - csum[a]) / (b - a)[:, None]).astype(np.float32)
+    positions, where = np.unique(np.concatenate([a, b]), return_inverse=True)
+    csum = prefix_sums(x, positions)
+    return ((csum[where[len(a):]] - csum[where[:len(a)]]) / (b - a)[:, None]).astype(np.float32)
+
+
+#: Rows converted to float64 at a time by ``prefix_sums``.
+PREFIX_BLOCK = 1 << 15
+
+
+def prefix_sums(x: np.ndarray, positions: np.ndarray, block: int = PREFIX_BLOCK) -> np.ndarray:
+    """Float64 sums of the first ``positions`` rows of x (n, d): (len(positions), d), positions sorted in [0, n].
+
+    The same values as ``np.cumsum(x, axis=0, dtype=np.float64)`` (with a row of zeros first) at those rows,
+    computed a block of rows at a time, the running sum carried: no float64 copy of a long track is held.
+    """
+    out = np.zeros((len(positions), x.shape[1]), np.float64)
+    carry = np.zeros((1, x.shape[1]), np.float64)
+    for start in range(0, len(x), block):
+        sums = np.cumsum(np.concatenate([carry, x[start:start + block].astype(np.float64)]), axis=0)
+        inside = (positions >= start) & (positions <= start + block)
+        out[inside] = sums[positions[inside] - start]
+        carry = sums[-1:]
+    return out
 
 
 def patch_index(n_beats: int, config: EmbeddingConfig) -> np.ndarray:
@@ -120,6 +142,12 @@ def load_segment_model(path: str | Path = DEFAULT_WEIGHTS) -> SegmentEmbeddingNe
     return model.eval()
 
 
+@functools.lru_cache(maxsize=4)
+def _compiled_segment_model(path: str | Path = DEFAULT_WEIGHTS) -> nn.Module:
+    """``load_segment_model(path)`` compiled for inference (``encoders.codes.learned.for_inference``)."""
+    return for_inference(load_segment_model(path))
+
+
 def embed_beats(cqt: np.ndarray, beat_times: np.ndarray | None, model: SegmentEmbeddingNet | None = None, *,
                 frame_times: np.ndarray | None = None, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Per-beat embeddings of a track: (n_beats, dim) float32 and each beat's start time (s).
@@ -128,6 +156,7 @@ def embed_beats(cqt: np.ndarray, beat_times: np.ndarray | None, model: SegmentEm
     frame_times default to the pipeline's frame rate. The beat grid is ``grid.beat_bounds``'s, as for
     ``laplacian.beat_sync``: the rows line up with the baseline's beat features.
     """
+    net = _compiled_segment_model() if model is None else model  # the shipped weights run compiled
     model = load_segment_model() if model is None else model
     cfg = model.config
     times = np.arange(len(cqt)) / FRAME_RATE if frame_times is None else np.asarray(frame_times, np.float64)
@@ -140,7 +169,7 @@ def embed_beats(cqt: np.ndarray, beat_times: np.ndarray | None, model: SegmentEm
     model.eval()
     with torch.no_grad():
         for s in range(0, len(idx), batch):
-            out.append(model(torch.from_numpy(seq[idx[s:s + batch]])).numpy())
+            out.append(net(torch.from_numpy(seq[idx[s:s + batch]])).numpy())
     model.train(was_training)
     return np.concatenate(out).astype(np.float32), times[bounds[:-1]]
 

@@ -129,3 +129,156 @@ def corrupted_rendering(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.rand
     c = draw_corruption(pm, rng, crop=crop)
     y = render_midi(corrupt_midi(pm, c, rng), soundfont=soundfont)
     return degrade_audio(y, c, rng), c
+
+
+# --- Closer to real recordings (issue 16): what a studio, a room and a codec do, and what a MIDI file adds ------
+
+#: Background level range: the rendering this many dB above a real recording mixed under it.
+BACKGROUND_DB = (3.0, 20.0)
+DETUNE_CENTS = 50.0
+#: Pitch-bend range of General MIDI synthesizers (+-2 semitones over +-8192).
+BEND_RANGE_CENTS = 200.0
+
+
+def add_drums(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator, beat_s: float | None = None) -> None:
+    """Append a rock drum groove (kick, snare, hi-hat) over the piece's length, in place; the beat from the
+    MIDI file's own estimate unless given."""
+    end = pm.get_end_time()
+    if beat_s is None:
+        beats = pm.get_beats()
+        beat_s = float(np.median(np.diff(beats))) if len(beats) > 2 else 0.5
+    drums = pretty_midi.Instrument(program=0, is_drum=True)
+    for k, t in enumerate(np.arange(0.0, end, beat_s / 2)):
+        hits = [42] + ([36] if k % 4 == 0 else [38] if k % 4 == 2 else [])
+        for pitch in hits:
+            drums.notes.append(pretty_midi.Note(int(rng.integers(60, 110)), pitch, float(t), float(t) + 0.1))
+    pm.instruments.append(drums)
+
+
+def double_octave(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator) -> None:
+    """Double one pitched part an octave up or down on another program (as arrangers and MIDI transcribers
+    do), in place."""
+    pitched = [inst for inst in pm.instruments if not inst.is_drum and inst.notes]
+    if not pitched:
+        return
+    source = pitched[int(rng.integers(len(pitched)))]
+    shift = int(rng.choice([-12, 12]))
+    double = pretty_midi.Instrument(program=int(rng.integers(0, 112)))
+    double.notes = [pretty_midi.Note(n.velocity, int(np.clip(n.pitch + shift, 0, 127)), n.start, n.end)
+                    for n in source.notes]
+    pm.instruments.append(double)
+
+
+def detune(pm: pretty_midi.PrettyMIDI, cents: float) -> None:
+    """Tune every pitched part by ``cents`` (a pitch bend held from time 0), in place: the recording's tuning
+    is off concert pitch, its timing unchanged."""
+    value = int(np.clip(round(cents / BEND_RANGE_CENTS * 8192), -8192, 8191))
+    for inst in pm.instruments:
+        if not inst.is_drum:
+            inst.pitch_bends = [pretty_midi.PitchBend(value, 0.0)] + [
+                pretty_midi.PitchBend(int(np.clip(b.pitch + value, -8192, 8191)), b.time) for b in inst.pitch_bends]
+
+
+def room_impulse(rng: np.random.Generator, rt60_s: float, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """A generated room impulse response: the direct sound, a few early reflections within 50 ms, then a
+    diffuse tail of noise whose high frequencies decay faster than its low ones (air and walls absorb them)."""
+    n = max(2, int(rt60_s * sr))
+    t = np.arange(n) / sr
+    low = rng.standard_normal(n) * np.exp(-6.9 * t / rt60_s)
+    high = rng.standard_normal(n) * np.exp(-6.9 * t / (0.4 * rt60_s))
+    smooth = np.convolve(low, np.ones(8) / 8, mode="same")  # a crude low-pass: the slow-decaying band
+    ir = 0.15 * (smooth + (high - np.convolve(high, np.ones(8) / 8, mode="same")))
+    for _ in range(int(rng.integers(3, 8))):
+        ir[int(rng.uniform(0.002, 0.05) * sr) % n] += rng.uniform(0.2, 0.6) * rng.choice([-1, 1])
+    ir[0] = 1.0
+    return ir / np.sqrt(np.sum(ir ** 2))
+
+
+def random_eq(y: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Two to four peaking filters of +-9 dB at random centres (60 Hz - 8 kHz), and a random tilt."""
+    from scipy.signal import lfilter
+
+    for _ in range(int(rng.integers(2, 5))):
+        f0, gain_db, q = 60 * 2 ** rng.uniform(0, 7), rng.uniform(-9, 9), rng.uniform(0.5, 3)
+        a_gain, w0 = 10 ** (gain_db / 40), 2 * np.pi * f0 / sr
+        alpha = np.sin(w0) / (2 * q)
+        b = [1 + alpha * a_gain, -2 * np.cos(w0), 1 - alpha * a_gain]
+        a = [1 + alpha / a_gain, -2 * np.cos(w0), 1 - alpha / a_gain]
+        y = lfilter(b, a, y)
+    tilt = rng.uniform(-0.5, 0.5)  # first-order tilt: + brighter, - darker
+    return (y + tilt * np.diff(y, prepend=y[:1]) * 4).astype(np.float32)
+
+
+def compress(y: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Dynamic-range compression: gain from a smoothed RMS envelope above a threshold, ratio 2-8, make-up gain."""
+    from scipy.signal import lfilter
+
+    ratio, threshold_db = rng.uniform(2, 8), rng.uniform(-30, -10)
+    coeff = np.exp(-1.0 / (rng.uniform(0.01, 0.2) * sr))
+    power = lfilter([1 - coeff], [1, -coeff], y.astype(np.float64) ** 2)
+    level_db = 10 * np.log10(power / (np.max(power) + 1e-12) + 1e-10)
+    gain_db = np.minimum(0.0, (threshold_db - level_db) * (1 - 1 / ratio))
+    return (y * 10 ** (gain_db / 20)).astype(np.float32)
+
+
+def lossy_codec(y: np.ndarray, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Round trip through a low-bitrate encoder (Ogg Vorbis or MP3 at libsndfile's highest compression levels)."""
+    import io
+
+    import soundfile as sf
+
+    fmt, subtype = (("OGG", "VORBIS"), ("MP3", "MPEG_LAYER_III"))[int(rng.integers(2))]
+    buffer = io.BytesIO()
+    try:
+        with sf.SoundFile(buffer, "w", sr, 1, format=fmt, subtype=subtype,
+                          compression_level=float(rng.uniform(0.7, 1.0))) as f:
+            f.write(y)
+        buffer.seek(0)
+        decoded, _ = sf.read(buffer, dtype="float32")
+    except (RuntimeError, TypeError, sf.LibsndfileError):  # an encoder this libsndfile lacks: leave it
+        return y
+    out = np.zeros_like(y)
+    out[: min(len(y), len(decoded))] = decoded[: len(y)]
+    return out
+
+
+def realistic_rendering(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.random.Generator,
+                        background: np.ndarray | None = None) -> tuple[np.ndarray, Corruption]:
+    """A corrupted rendering closer to a real recording than ``corrupted_rendering``: the same tempo warp, crop,
+    programs and dropped parts, plus drums (40%) or an octave-doubled part (30%) the MIDI file lacks, detuning
+    up to +-50 cents, then a generated room (70%), EQ, compression (60%), a real recording mixed under it
+    (``BACKGROUND_DB`` below, when given), noise and a low-bitrate codec (50%). Returns (audio, corruption); the
+    corruption's time map is exact, as every step that moves time is applied to the MIDI."""
+    c = draw_corruption(pm, rng)
+    midi = corrupt_midi(pm, c, rng)
+    if rng.random() < 0.4:
+        add_drums(midi, rng)
+    if rng.random() < 0.3:
+        double_octave(midi, rng)
+    detune(midi, rng.uniform(-DETUNE_CENTS, DETUNE_CENTS))
+    y = render_midi(midi, soundfont=soundfont).astype(np.float64)
+    if rng.random() < 0.7:
+        y = fftconvolve(y, room_impulse(rng, rng.uniform(0.2, 1.5)))[: len(y)]
+    y = random_eq(y, rng)
+    if rng.random() < 0.6:
+        y = compress(y, rng)
+    if background is not None and len(background):
+        start = int(rng.integers(0, max(1, len(background) - len(y))))
+        bg = np.resize(background[start:], len(y))
+        y = y + bg * np.sqrt(np.mean(y ** 2) / (np.mean(bg ** 2) + 1e-12)) * 10 ** (-rng.uniform(*BACKGROUND_DB) / 20)
+    y = y + rng.standard_normal(len(y)) * np.sqrt(np.mean(y ** 2) / 10 ** (c.snr_db / 10))
+    y = (0.9 * y / (np.max(np.abs(y)) + 1e-9)).astype(np.float32)
+    if rng.random() < 0.5:
+        y = lossy_codec(y, rng)
+    return y, c
+
+
+def midi_side_extras(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator) -> pretty_midi.PrettyMIDI:
+    """A copy of the MIDI file with what real MIDI files often add to a piece: a drum track (30%) and an octave
+    doubling (30%); timing unchanged, so a corruption's time map still holds."""
+    out = copy.deepcopy(pm)
+    if rng.random() < 0.3 and not any(inst.is_drum for inst in out.instruments):
+        add_drums(out, rng)
+    if rng.random() < 0.3:
+        double_octave(out, rng)
+    return out

@@ -60,15 +60,27 @@ class CoverNet(nn.Module):
         self.head = nn.Linear(2 * channels[-1], dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, mask = self.feature_map(x, mask)
+        return self.embed(*self.pooled_stats(h, mask))
+
+    def feature_map(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, 12) inputs and (B, T) mask -> (B, C, ceil(T / 8)) key-invariant features and their mask."""
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
         h = x.transpose(1, 2)[:, None]  # (B, 1, 12, T)
         for block in self.blocks:
             h, mask = block(h, mask)
-        h = h.amax(dim=2)  # max over pitch classes: invariant to circular shifts (key)
+        return h.amax(dim=2), mask  # max over pitch classes: invariant to circular shifts (key)
+
+    @staticmethod
+    def pooled_stats(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masked sum over time, weight and maximum of a feature map: (B, C), (B, 1), (B, C)."""
         w = mask[:, None]
-        mean = (h * w).sum(-1) / w.sum(-1).clamp_min(1.0)
-        peak = h.masked_fill(w == 0, -1e4).amax(-1)
+        return (h * w).sum(-1), w.sum(-1), h.masked_fill(w == 0, -1e4).amax(-1)
+
+    def embed(self, total: torch.Tensor, weight: torch.Tensor, peak: torch.Tensor) -> torch.Tensor:
+        """The L2-normalised embedding from ``pooled_stats`` (of one pass, or summed and maxed over chunks)."""
+        mean = total / weight.clamp_min(1.0)
         return F.normalize(self.head(torch.cat([mean, peak], dim=1)), dim=1)
 
 
@@ -124,6 +136,34 @@ def embed_steps(model: CoverNet, steps: list[np.ndarray], batch: int = 64) -> np
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, model.config["dim"]), np.float32)
 
 
+#: Longer step sequences are embedded in chunks (``embed_long``): memory stays bounded whatever the length.
+CHUNK_STEPS = 8192
+#: Steps of context on each side of a chunk: more than the half receptive field of the network (34 steps),
+#: a multiple of its time downsampling (8), so that a chunk's features equal those of one pass.
+CONTEXT_STEPS = 64
+DOWNSAMPLE = 8
+
+
+def embed_long(model: CoverNet, steps: np.ndarray, chunk: int = CHUNK_STEPS, context: int = CONTEXT_STEPS
+               ) -> np.ndarray:
+    """Embed one (n_steps, 12) step-chroma sequence chunk by chunk: (dim,) float32, the same as
+    ``embed_steps(model, [steps])[0]`` to float rounding, holding only a chunk's feature maps at a time (a
+    3-hour recording's fixed-rate view in one pass needs about 1 GB)."""
+    dev = next(model.parameters()).device
+    total = weight = peak = None
+    with torch.no_grad():
+        for start in range(0, len(steps), chunk):
+            lo, end = max(0, start - context), min(len(steps), start + chunk)
+            x = torch.from_numpy(np.ascontiguousarray(steps[lo:min(len(steps), end + context)], np.float32))
+            h, mask = model.feature_map(x[None].to(dev))
+            first = (start - lo) // DOWNSAMPLE
+            n = -(-(end - start) // DOWNSAMPLE)
+            s, w, p = model.pooled_stats(h[..., first:first + n], mask[:, first:first + n])
+            total, weight = (s, w) if total is None else (total + s, weight + w)
+            peak = p if peak is None else torch.maximum(peak, p)
+        return model.embed(total, weight, peak)[0].cpu().numpy().astype(np.float32)
+
+
 def input_views(name: str, chroma: np.ndarray, frame_rate: float, beat_times: np.ndarray | None) -> list[np.ndarray]:
     """The step-chroma views one network sees of a track: TEMPO_VIEWS of the beats, or FIXED_STRETCHES of the hop."""
     if name == "fixed":
@@ -144,6 +184,11 @@ def cover_embedding(chroma: np.ndarray, frame_rate: float, beat_times: np.ndarra
     Per network, the mean of the embeddings of its views (beat periods x 1, 3/2, 2/3: trackers often lock to
     a dotted or triplet level; fixed hops x 1, 3/2, 2/3), then the networks' vectors concatenated.
     """
-    parts = [embed_steps(model, input_views(name, chroma, frame_rate, beat_times)).mean(axis=0)
-             for name, model in load_models(weights).items()]
+    parts = []
+    for name, model in load_models(weights).items():
+        views = input_views(name, chroma, frame_rate, beat_times)
+        if max(len(v) for v in views) <= CHUNK_STEPS:
+            parts.append(embed_steps(model, views).mean(axis=0))
+        else:  # long recordings: one view at a time, in chunks
+            parts.append(np.mean([embed_long(model, v) for v in views], axis=0))
     return combine(parts)

@@ -8,7 +8,9 @@ the previous decisions (the baseline, recomputed from the same run's rows):
 
 * matches: the DTW score against the median of the recording's candidates, logistic cut (hashing.align's
   ``cohort_normalise`` and ``confidence_from_score``);
-* clusters: verified similarity >= 0.80, Leiden communities (``hashing.clustering.cluster_graph``).
+* clusters: the version decision before the ratio test and the guard against chaining (z >= 4 against both
+  ends' nulls, tracks of 10 s or more, Leiden communities of the accepted edges and the matches,
+  ``hashing.clustering.cluster_graph``), recomputed from the same run's `version_edges` rows.
 
     python tests/bench/eval_decisions.py --split fit|eval [--out DIR] [--calibration FILE]
 
@@ -31,10 +33,12 @@ import numpy as np
 from encoders.training.decision_data import build_decision_collection
 from hashing.align import cohort_normalise, confidence_from_score
 from hashing.clustering import cluster_graph
+from hashing.decisions import VersionSettings, decide_version_edges
 from pipelines.query import query_arrow
 from pipelines.sources import path_of_uri
 
-BASELINE_CLUSTER_SIMILARITY = 0.80
+#: The version decision before the ratio test (ratio 0) and the guard (Leiden instead): the same z cut.
+BASELINE_VERSIONS = VersionSettings(min_z=4.0, ratio=0.0)
 #: (whole, excerpts, short pieces) per split: the held-out Debian pieces number 18
 PAIRS = {"fit": (10, 10, 4), "eval": (7, 7, 4)}
 
@@ -187,14 +191,17 @@ def main() -> None:
                                                         for m in matches})
     baseline = baseline_matches(matches)
     match_figures(truth, matches, f"{args.split} baseline", baseline)
-    tracks = rows(out, "SELECT track_id, uri FROM tracks WHERE status = 'ok'")
+    tracks = rows(out, "SELECT track_id, uri, duration_s FROM tracks WHERE status = 'ok'")
     clusters = {r["track_id"]: r["cluster_id"] for r in rows(out, "SELECT track_id, cluster_id FROM clusters")}
     cluster_figures(truth, tracks, clusters, f"{args.split} new")
-    edges = rows(out, "SELECT * FROM version_edges WHERE NOT is_reference")
-    old_match_edges = [(m["midi_id"], m["audio_id"]) for m in matches if baseline[(m["midi_uri"], m["audio_uri"])]]
-    old = cluster_graph(list(clusters), [(e["track_a"], e["track_b"], e["similarity"]) for e in edges],
-                        old_match_edges, BASELINE_CLUSTER_SIMILARITY)
-    cluster_figures(truth, tracks, old, f"{args.split} baseline")
+    edges = rows(out, "SELECT * FROM version_edges")
+    verified = [(e["track_a"], e["track_b"], e["similarity"], e["is_reference"]) for e in edges]
+    durations = {t["track_id"]: t["duration_s"] for t in tracks}
+    decided = decide_version_edges(verified, durations, BASELINE_VERSIONS)
+    match_edges = [(m["midi_id"], m["audio_id"]) for m in matches if m["is_match"]]
+    old = cluster_graph(list(clusters), [(e["track_a"], e["track_b"], e["z"]) for e in decided if e["accepted"]],
+                        match_edges)
+    cluster_figures(truth, tracks, old, f"{args.split} baseline (z >= 4, Leiden)")
 
 
 if __name__ == "__main__":
