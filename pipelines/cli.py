@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -421,9 +422,15 @@ def error_line(exc: BaseException) -> str:
     (runners wrap a worker's exception in their own text), else the exception's first line."""
     from pipelines.invariants import INVARIANT_MARK
 
-    for line in str(exc).splitlines():
+    lines = str(exc).splitlines()
+    for line in lines:
         if INVARIANT_MARK in line:
             return line[line.index(INVARIANT_MARK):].strip()
+    if lines and lines[0].startswith("Traceback"):  # a worker process's exception, as the runner relays it
+        for line in reversed(lines):
+            found = re.match(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+?)(?: \[while running .*\])?$", line.strip())
+            if found:
+                return f"mirmatch: error: {found.group(1)}: {found.group(2)}"
     return f"mirmatch: error: {type(exc).__name__}: {exc}".splitlines()[0]
 
 
