@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--versions", type=int, default=None, help="corrupted renderings per training piece")
     train.add_argument("--frames-from", default=None,
                        help="reuse the frame encoders of these weights and train only the sequence encoders")
+    train.add_argument("--realistic", action="store_true",
+                       help="fine-tune earlier weights (--finetune-from, default learned-hash-v4) on renderings closer "
+                            "to real recordings: room, EQ, compression, detuning, codecs, a real recording of the FIT "
+                            "packages mixed under it, against imperfect MIDI; with the defaults this reproduces "
+                            "learned-hash-v5 (encoders/weights/learned-hash-v5.pt)")
+    train.add_argument("--finetune-from", default=None, help="the weights --realistic fine-tunes (default: v4)")
     train.add_argument("--cover", action="store_true", help="train the version (cover) embedding instead: triplet "
                        "loss on music21 tune families; writes encoders/weights/cover-embedding-v2.pt by default")
     train.add_argument("--cover-steps", type=int, default=None, help="optimisation steps of the cover embedding")
@@ -396,6 +402,18 @@ def _train(args: argparse.Namespace) -> None:
         meta = train_and_save(args.out or COVER_WEIGHTS, seed=args.seed, log=lambda line: print(line, flush=True),
                               **steps)
         print(f"mirmatch train --cover: done; clustering threshold {meta['cluster_similarity']}")
+        return
+    if args.realistic:
+        from encoders.training.codes_finetune import V5_WEIGHTS, FinetuneConfig, finetune
+
+        ft = FinetuneConfig(seed=args.seed)
+        for name in ("frame_steps", "sequence_steps"):
+            if getattr(args, name) is not None:
+                setattr(ft, name, getattr(args, name))
+        if args.finetune_from:
+            ft.base = args.finetune_from
+        path = finetune(args.out or V5_WEIGHTS, ft, log=lambda line: print(line, flush=True))
+        print(f"mirmatch train --realistic: done; use it with --model {path}")
         return
     from encoders.codes.learned import DEFAULT_WEIGHTS
     from encoders.training.codes import TrainConfig, train
