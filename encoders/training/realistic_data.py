@@ -18,7 +18,7 @@ cached under ``cache_dir``.
 from __future__ import annotations
 
 import pickle
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +86,7 @@ def realistic_pairs(n_bach: int = 70, debian_versions: int = 2, max_duration_s: 
     jobs = [(n, src, backgrounds, debian_versions if i < len(debian) else 1, seed * 100_003 + 70_000 + i)
             for i, (n, src) in enumerate(debian + bach)]
     pairs: list[AlignedPair] = []
-    with Pool(workers) as pool:
+    with get_context("spawn").Pool(workers) as pool:  # forked workers hung (locks held in the parent)
         for i, result in enumerate(pool.imap(_pair, jobs)):
             pairs += result
             if progress and (i + 1) % 20 == 0:
