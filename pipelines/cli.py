@@ -186,9 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train the learned hash encoders (frame and sequence networks for audio and "
                                        "MIDI) on the training split of the Debian MIDI collections and music21's "
                                        "Bach chorales; with the "
-                                       "defaults this reproduces the shipped weights. Writes WEIGHTS.pt and "
+                                       "defaults this reproduces learned-hash-v4 (the shipped learned-hash-v5 is "
+                                       "fine-tuned from it by --realistic). Writes WEIGHTS.pt and "
                                        "WEIGHTS.json (configuration and losses); pass the .pt file as --model.")
-    train.add_argument("--out", default=None, help="where to write the weights (default: the shipped model's path)")
+    train.add_argument("--out", default=None, help="where to write the weights (default: encoders/weights/"
+                       "learned-hash-v4.pt, or learned-hash-v5.pt with --realistic)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--frame-steps", type=int, default=None, help="phase-1 optimisation steps")
     train.add_argument("--sequence-steps", type=int, default=None, help="phase-2 optimisation steps")
@@ -415,14 +417,14 @@ def _train(args: argparse.Namespace) -> None:
         path = finetune(args.out or V5_WEIGHTS, ft, log=lambda line: print(line, flush=True))
         print(f"mirmatch train --realistic: done; use it with --model {path}")
         return
-    from encoders.codes.learned import DEFAULT_WEIGHTS
+    from encoders.codes.learned import V4_WEIGHTS
     from encoders.training.codes import TrainConfig, train
 
     cfg = TrainConfig(seed=args.seed)
     for name in ("frame_steps", "sequence_steps", "versions"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    path = train(args.out or DEFAULT_WEIGHTS, cfg, log=lambda line: print(line, flush=True),
+    path = train(args.out or V4_WEIGHTS, cfg, log=lambda line: print(line, flush=True),
                  frames_from=args.frames_from)
     print(f"mirmatch train: done; use it with --model {path}")
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from encoders.codes.bits import pad_frames
-from encoders.codes.learned import DEFAULT_WEIGHTS, HashNetworks, standardise_cqt
+from encoders.codes.learned import V4_WEIGHTS, HashNetworks, standardise_cqt
 from encoders.training.codes_data import TRAIN_SOUNDFONT, TRAINING_COLLECTIONS, AlignedPair, aligned_pairs
 from encoders.training.loop import run_steps
 from encoders.training.splits import is_hash_validation
@@ -268,7 +268,7 @@ def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.G
     return optimise(params, cfg.sequence_steps, cfg.lr, batch_loss, log, "sequences")
 
 
-def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log=print,
+def train(out: str | Path = V4_WEIGHTS, cfg: TrainConfig | None = None, log=print,
           frames_from: str | Path | None = None) -> Path:
     """Build the training data (cached), train both phases and write the weights to ``out``.
 

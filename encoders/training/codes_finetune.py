@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from encoders.codes.learned import WEIGHTS_DIR, HashNetworks
+from encoders.codes.learned import V4_WEIGHTS, WEIGHTS_DIR, HashNetworks
 from encoders.training.codes import TrainConfig, standardised_pairs, train_frames, train_sequences
 from encoders.training.realistic_data import realistic_pairs
 
@@ -27,12 +27,14 @@ V5_WEIGHTS = WEIGHTS_DIR / "learned-hash-v5.pt"
 
 @dataclass
 class FinetuneConfig:
-    base: str = str(WEIGHTS_DIR / "learned-hash-v4.pt")  # the weights fine-tuned
+    base: str = str(V4_WEIGHTS)  # the weights fine-tuned
     seed: int = 0
     n_bach: int = 70  # Bach chorales of the training split rendered (one realistic rendering each)
     debian_versions: int = 2  # realistic renderings per Debian training piece
     max_duration_s: float = 60.0  # first seconds of each piece
-    frame_steps: int = 600  # phase 1 (0: the base's frame encoders unchanged)
+    # Phase 1 steps (0: the base's frame encoders unchanged). 1200 rather than 600: validation excerpts' stage-2
+    # MRR 0.923 vs 0.887, whole recordings' 0.930 vs 0.901 (v4: 0.760, 0.790).
+    frame_steps: int = 1200
     frame_lr: float = 3e-4
     sequence_steps: int = 300  # phase 2 (0: the base's sequence encoders unchanged)
     sequence_lr: float = 3e-4
