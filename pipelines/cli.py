@@ -193,15 +193,23 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train the learned hash encoders (frame and sequence networks for audio and "
                                        "MIDI) on the training split of the Debian MIDI collections and music21's "
                                        "Bach chorales; with the "
-                                       "defaults this reproduces the shipped weights. Writes WEIGHTS.pt and "
+                                       "defaults this reproduces learned-hash-v4 (the shipped learned-hash-v5 is "
+                                       "fine-tuned from it by --realistic). Writes WEIGHTS.pt and "
                                        "WEIGHTS.json (configuration and losses); pass the .pt file as --model.")
-    train.add_argument("--out", default=None, help="where to write the weights (default: the shipped model's path)")
+    train.add_argument("--out", default=None, help="where to write the weights (default: encoders/weights/"
+                       "learned-hash-v4.pt, or learned-hash-v5.pt with --realistic)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--frame-steps", type=int, default=None, help="phase-1 optimisation steps")
     train.add_argument("--sequence-steps", type=int, default=None, help="phase-2 optimisation steps")
     train.add_argument("--versions", type=int, default=None, help="corrupted renderings per training piece")
     train.add_argument("--frames-from", default=None,
                        help="reuse the frame encoders of these weights and train only the sequence encoders")
+    train.add_argument("--realistic", action="store_true",
+                       help="fine-tune earlier weights (--finetune-from, default learned-hash-v4) on renderings closer "
+                            "to real recordings: room, EQ, compression, detuning, codecs, a real recording of the FIT "
+                            "packages mixed under it, against imperfect MIDI; with the defaults this reproduces "
+                            "learned-hash-v5 (encoders/weights/learned-hash-v5.pt)")
+    train.add_argument("--finetune-from", default=None, help="the weights --realistic fine-tunes (default: v4)")
     train.add_argument("--cover", action="store_true", help="train the version (cover) embedding instead: triplet "
                        "loss on music21 tune families; writes encoders/weights/cover-embedding-v2.pt by default")
     train.add_argument("--cover-steps", type=int, default=None, help="optimisation steps of the cover embedding")
@@ -405,14 +413,26 @@ def _train(args: argparse.Namespace) -> None:
                               **steps)
         print(f"mirmatch train --cover: done; clustering threshold {meta['cluster_similarity']}")
         return
-    from encoders.codes.learned import DEFAULT_WEIGHTS
+    if args.realistic:
+        from encoders.training.codes_finetune import V5_WEIGHTS, FinetuneConfig, finetune
+
+        ft = FinetuneConfig(seed=args.seed)
+        for name in ("frame_steps", "sequence_steps"):
+            if getattr(args, name) is not None:
+                setattr(ft, name, getattr(args, name))
+        if args.finetune_from:
+            ft.base = args.finetune_from
+        path = finetune(args.out or V5_WEIGHTS, ft, log=lambda line: print(line, flush=True))
+        print(f"mirmatch train --realistic: done; use it with --model {path}")
+        return
+    from encoders.codes.learned import V4_WEIGHTS
     from encoders.training.codes import TrainConfig, train
 
     cfg = TrainConfig(seed=args.seed)
     for name in ("frame_steps", "sequence_steps", "versions"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
-    path = train(args.out or DEFAULT_WEIGHTS, cfg, log=lambda line: print(line, flush=True),
+    path = train(args.out or V4_WEIGHTS, cfg, log=lambda line: print(line, flush=True),
                  frames_from=args.frames_from)
     print(f"mirmatch train: done; use it with --model {path}")
 

@@ -7,7 +7,14 @@ import pretty_midi
 import pytest
 
 from encoders.training.corpus import debian_midi_files
-from encoders.training.corrupt import audio_to_midi_time, corrupt_midi, crop_midi, draw_corruption
+from encoders.training.corrupt import (
+    audio_to_midi_time,
+    corrupt_midi,
+    crop_midi,
+    draw_corruption,
+    midi_side_corruption,
+    midi_time,
+)
 
 
 def piece(seconds: float = 60.0) -> pretty_midi.PrettyMIDI:
@@ -40,6 +47,21 @@ def test_time_map_moves_every_note_where_it_says(rng):
             mapped = audio_to_midi_time(c, np.array([n.start]))[0]
             errors.append(np.min(np.abs(np.array(by_pitch[n.pitch]) - mapped)))
     assert np.max(errors) < 1e-3
+
+
+def test_midi_side_time_map_places_every_original_note(rng):
+    """midi_time sends an original onset to where the imperfect MIDI file plays it (the MIDI side of the
+    realistic training pairs): every corrupted note lies where some original note of its pitch maps."""
+    original = piece(40.0)
+    corrupted, c = midi_side_corruption(original, rng)
+    assert c.crop_start_s == 0 and len(corrupted.instruments) == 1  # a part of two dropped
+    errors = []
+    for n in corrupted.instruments[0].notes:
+        onsets = [m.start for inst in original.instruments for m in inst.notes if m.pitch == n.pitch]
+        errors.append(np.min(np.abs(midi_time(c, np.array(onsets)) - n.start)))
+    assert np.max(errors) < 1e-3
+    round_trip = audio_to_midi_time(c, midi_time(c, np.array([3.0, 17.5])))
+    assert np.allclose(round_trip, [3.0, 17.5], atol=1e-6)
 
 
 def test_warp_stays_in_bounds(rng):

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from encoders.codes import load_hasher
-from encoders.codes.learned import DEFAULT_WEIGHTS, FrameEncoder, HashNetworks, LearnedHasher, SequenceEncoder
+from encoders.codes.learned import (
+    DEFAULT_WEIGHTS,
+    V4_WEIGHTS,
+    FrameEncoder,
+    HashNetworks,
+    LearnedHasher,
+    SequenceEncoder,
+)
 from encoders.training.codes import TrainConfig, contrastive_loss, train_frames, train_sequences, variance_hinge
 from encoders.training.codes_data import AlignedPair
 from encoders.training.splits import hash_piece_split
@@ -248,3 +255,19 @@ def test_window_codes_are_the_track_codes_of_the_windows_frame_codes():
         alone = np.packbits(hasher.nets.sequence["midi"](soft[:, s:e])[0].numpy() > 0)
     assert np.array_equal(windows[2], alone)
     assert hasher.all_codes(cqt[:400], "midi")[2].shape == (0, 32)  # 50 codes: one window at most, none kept
+
+
+def test_fine_tune_starts_from_the_saved_networks_and_configuration():
+    """``codes_finetune.load_networks`` gives back the shipped networks (the same codes as the hasher) and the
+    configuration they were trained with, which the fine-tune continues from."""
+    from encoders.training.codes_finetune import load_networks
+
+    nets, cfg = load_networks(V4_WEIGHTS)
+    assert cfg.sequence_lags == (1, 2, 3, 4, 6, 8) and cfg.sequence_whiten == 96 and cfg.music21 == ("bach",)
+    cqt = np.random.default_rng(3).standard_normal((400, 48)).astype(np.float32)
+    frames, _ = LearnedHasher(V4_WEIGHTS).codes(cqt, "audio")
+    hasher = LearnedHasher(V4_WEIGHTS)
+    hasher.nets = nets  # the loaded copy in place of the hasher's own
+    assert np.array_equal(frames, hasher.codes(cqt, "audio")[0])
+    shipped = torch.load(V4_WEIGHTS, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(v, shipped[k]) for k, v in nets.state_dict().items())

@@ -21,7 +21,8 @@ from encoders.features import N_BINS
 
 MODALITIES = ("audio", "midi")
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v4.pt"
+V4_WEIGHTS = WEIGHTS_DIR / "learned-hash-v4.pt"  # ``mirmatch train``'s recipe; v5 is fine-tuned from it
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "learned-hash-v5.pt"  # ``mirmatch train --realistic``
 EMBED_CHUNK_FRAMES = 8192  # frames per forward pass of the frame encoders (a multiple of DOWNSAMPLE)
 EMBED_CONTEXT_FRAMES = 64  # frames of context on each side of a chunk (a multiple of DOWNSAMPLE)
 

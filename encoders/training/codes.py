@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from encoders.codes.bits import pad_frames
-from encoders.codes.learned import DEFAULT_WEIGHTS, HashNetworks, standardise_cqt
+from encoders.codes.learned import V4_WEIGHTS, HashNetworks, standardise_cqt
 from encoders.training.codes_data import TRAIN_SOUNDFONT, TRAINING_COLLECTIONS, AlignedPair, aligned_pairs
 from encoders.training.loop import run_steps
 from encoders.training.splits import is_hash_validation
@@ -85,6 +85,8 @@ class TrainConfig:
     # with it, seeds 0, 1, 3 and 4 all left it within 100 steps. Validation stage-1 MRR 0.925 / 0.897 / 0.898
     # (seeds 0 / 1 / 2) vs 0.839 / collapsed / 0.702 without it; stage-2 MRR 0.966 / 0.974 / 0.968 vs 0.964.
     warmup_steps: int = 200
+    # Phase 2's audio clips: this share of the recording (drawn uniformly), against the whole MIDI file.
+    sequence_clip: tuple[float, float] = (0.4, 1.0)
 
 
 def contrastive_loss(a: torch.Tensor, b_pos: torch.Tensor, b_neg: torch.Tensor, margin: float, alpha: float,
@@ -250,7 +252,7 @@ def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.G
         audio, midi = [], []
         for c in chosen:
             ha, hm, _ = by_name[names[c]][int(rng.integers(len(by_name[names[c]])))]
-            length = max(4, int(len(ha) * rng.uniform(0.4, 1.0)))  # a clip of the recording
+            length = max(4, int(len(ha) * rng.uniform(*cfg.sequence_clip)))  # a clip of the recording
             start = int(rng.integers(0, len(ha) - length + 1))
             audio.append(ha[start:start + length])
             midi.append(hm)
@@ -266,7 +268,7 @@ def train_sequences(nets: HashNetworks, data, cfg: TrainConfig, rng: np.random.G
     return optimise(params, cfg.sequence_steps, cfg.lr, batch_loss, log, "sequences")
 
 
-def train(out: str | Path = DEFAULT_WEIGHTS, cfg: TrainConfig | None = None, log=print,
+def train(out: str | Path = V4_WEIGHTS, cfg: TrainConfig | None = None, log=print,
           frames_from: str | Path | None = None) -> Path:
     """Build the training data (cached), train both phases and write the weights to ``out``.
 

@@ -273,6 +273,23 @@ def realistic_rendering(pm: pretty_midi.PrettyMIDI, soundfont: str, rng: np.rand
     return y, c
 
 
+def midi_side_corruption(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator
+                         ) -> tuple[pretty_midi.PrettyMIDI, Corruption]:
+    """The imperfect MIDI file of Raffel's setting: tempo changed (+-20%) and warped, one pitched part dropped
+    (when there are at least two), each remaining part's program changed with probability 0.3 (to any melodic
+    program). Returns (MIDI, corruption); uncropped, so ``midi_time`` maps original times onto it."""
+    c = draw_corruption(pm, rng, max_warp=0.2, crop=False)
+    pitched = [i for i, inst in enumerate(pm.instruments) if not inst.is_drum and inst.notes]
+    c.dropped = [int(rng.choice(pitched))] if len(pitched) >= 2 else []
+    c.program_shift = {i: int(rng.integers(0, 112)) for i in pitched if rng.random() < 0.3}
+    return corrupt_midi(pm, c, rng), c
+
+
+def midi_time(c: Corruption, original_times_s: np.ndarray) -> np.ndarray:
+    """Where times of the original MIDI land in an uncropped corrupted one (the inverse of ``audio_to_midi_time``)."""
+    return np.interp(np.asarray(original_times_s), c.tempo_knots_s, c.warped_knots_s) - c.crop_start_s
+
+
 def midi_side_extras(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator) -> pretty_midi.PrettyMIDI:
     """A copy of the MIDI file with what real MIDI files often add to a piece: a drum track (30%) and an octave
     doubling (30%); timing unchanged, so a corruption's time map still holds."""

@@ -11,8 +11,9 @@ Each piece of a split becomes one *case*:
 
 Unrelated audio: every real recording of the split's packages, whole, and cut into consecutive 30-second
 excerpts. Splits never share a piece or a package: ``val`` has the music21 validation pieces with the
-``FIT_PACKAGES`` recordings (settings are chosen on it), ``heldout`` the held-out Debian pieces (and the
-demo corpus's) with the ``EVAL_PACKAGES`` recordings. Everything is cached under ``cache_dir``.
+``FIT_PACKAGES`` recordings that training does not mix under its renderings (``real_music.fit_recording_role``;
+settings are chosen on it), ``heldout`` the held-out Debian pieces (and the demo corpus's) with the
+``EVAL_PACKAGES`` recordings. Everything is cached under ``cache_dir``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from encoders.render import render_midi
 from encoders.training.cache import read_cache
 from encoders.training.codes_data import HELDOUT_SOUNDFONT, N_ESSEN, TRAINING_COLLECTIONS
 from encoders.training.corpus import DEMO_COLLECTIONS, debian_midi_files, usable_pieces
-from encoders.training.corrupt import corrupt_midi, corrupted_rendering, draw_corruption
+from encoders.training.corrupt import corrupted_rendering, midi_side_corruption
 from encoders.training.music21_midi import midi_from_spec, music21_sources
-from encoders.training.real_music import real_recordings
+from encoders.training.real_music import fit_recording_role, real_recordings
 from encoders.training.splits import MUSIC21_SOURCES, in_hash_split
 
 DATA_VERSION = 1
@@ -77,13 +78,9 @@ def demo_piece_names() -> set[str]:
 
 
 def query_corruption(pm: pretty_midi.PrettyMIDI, rng: np.random.Generator) -> pretty_midi.PrettyMIDI:
-    """The imperfect MIDI file: tempo changed (+-20%) and warped, one pitched part dropped (when there are at
-    least two), each remaining part's program changed with probability 0.3."""
-    c = draw_corruption(pm, rng, max_warp=0.2, crop=False)
-    pitched = [i for i, inst in enumerate(pm.instruments) if not inst.is_drum and inst.notes]
-    c.dropped = [int(rng.choice(pitched))] if len(pitched) >= 2 else []
-    c.program_shift = {i: int(rng.integers(0, 112)) for i in pitched if rng.random() < 0.3}
-    return corrupt_midi(pm, c, rng)
+    """The imperfect MIDI file (``corrupt.midi_side_corruption``): tempo changed (+-20%) and warped, one pitched
+    part dropped (when there are at least two), each remaining part's program changed with probability 0.3."""
+    return midi_side_corruption(pm, rng)[0]
 
 
 def mix_over(y: np.ndarray, background: np.ndarray, snr_db: float) -> np.ndarray:
@@ -129,16 +126,19 @@ def _sources(split: str, seed: int) -> list[tuple[str, object]]:
 
 
 def excerpt_corpus(split: str, cache_dir: str | Path = ".cache/enc-excerpts", seed: int = 0, workers: int = 2,
-                   progress: bool = True) -> tuple[list[ExcerptCase], list[RealAudio]]:
-    """(cases, real recordings) of ``split`` ('val' or 'heldout'), built once and cached."""
-    cache = Path(cache_dir) / f"{split}-seed{seed}-d{DATA_VERSION}.pkl"
+                   progress: bool = True, max_pieces: int | None = None) -> tuple[list[ExcerptCase], list[RealAudio]]:
+    """(cases, real recordings) of ``split`` ('val' or 'heldout'), built once and cached. ``max_pieces``: only
+    the split's first pieces (a smaller corpus, cached under its own name)."""
+    suffix = "" if max_pieces is None else f"-first{max_pieces}"
+    cache = Path(cache_dir) / f"{split}-seed{seed}-d{DATA_VERSION}{suffix}.pkl"
     cached = read_cache(cache)
     if cached is not None:
         return cached
     packages = real_recordings("fit" if split == "val" else "eval")
-    real_paths = sorted(str(p) for files in packages.values() for p in files)
+    real_paths = sorted(str(p) for files in packages.values() for p in files
+                        if split != "val" or fit_recording_role(p) == "val")
     rng = np.random.default_rng([seed, 7])
-    sources = _sources(split, seed)
+    sources = _sources(split, seed)[:max_pieces]
     jobs = [(name, source, real_paths[int(rng.integers(len(real_paths)))], seed * 100_003 + 90_000 + i)
             for i, (name, source) in enumerate(sources)]
     cases: list[ExcerptCase] = []

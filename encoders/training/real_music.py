@@ -11,6 +11,7 @@ and only their music folders are unpacked.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import tarfile
 from pathlib import Path
@@ -65,3 +66,11 @@ def real_recordings(split: str, cache: str | Path = ".cache/real-music") -> dict
     """{package: music files} of the ``'fit'`` or ``'eval'`` packages."""
     packages = {"fit": FIT_PACKAGES, "eval": EVAL_PACKAGES}[split]
     return {package: unpack_music(package, cache) for package in packages}
+
+
+def fit_recording_role(path: str | Path) -> str:
+    """'train' or 'val' for a recording of the FIT packages, by a blake2b hash of its package and file name
+    (about two in three train): training mixes renderings over the 'train' ones only, and the validation
+    excerpts (``excerpt_data``, ``--split val``) use the 'val' ones as background and distractors."""
+    key = f"{Path(path).parent.name}/{Path(path).name}"
+    return "val" if hashlib.blake2b(key.encode(), digest_size=8).digest()[0] % 3 == 0 else "train"
