@@ -31,6 +31,7 @@ _RENDER_LOCK = threading.Lock()
 #: Linear (1) costs a sixth less of the rendering in isolation, but in bench_analysis saved ~5% of the MIDI
 #: analysis while moving MIDI results (0.06% of frame-code bits, beat chroma up to 0.12): not worth it.
 INTERPOLATION = 4
+FLUID_WARN = 2  # fluidsynth's log level of warnings
 #: Soundfonts loaded once per process (parsing FluidR3 takes ~0.13 s): each is kept by a synthesizer that
 #: never renders, and lent to each rendering's own synthesizer (renders are the same samples as with a
 #: soundfont loaded for each). Used under _RENDER_LOCK only.
@@ -53,6 +54,10 @@ def _library():
     lib.fluid_synth_add_sfont.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     lib.fluid_synth_remove_sfont.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     lib.fluid_synth_set_interp_method.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.fluid_set_log_function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    # fluidsynth's warnings ("No preset found on channel N", once per channel of every synthesizer a
+    # lent soundfont leaves) went to stderr by the hundred for every MIDI file; errors still print.
+    lib.fluid_set_log_function(FLUID_WARN, None, None)
     return lib
 
 

@@ -203,6 +203,10 @@ def run(cfg: RunConfig) -> dict[str, int]:
         args = runner_args(cfg.beam_args, cfg.workers)
         if args != cfg.beam_args:
             log.info("mirmatch: %s worker processes (--workers)", args[-1].split("=")[1])
+        if "--direct_running_mode=multi_processing" in args:  # fill numba's caches before the workers start
+            from pipelines.warmup import compile_kernels
+
+            log.info("mirmatch: kernels compiled before the workers start in %.1f s", compile_kernels(cfg.model))
         p = beam.Pipeline(options=PipelineOptions(args))
         build_pipeline(p, None, cfg, run_id, key)
         with ProgressMonitor():  # progress lines from every worker process (pipelines.progress)
