@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
@@ -40,3 +42,12 @@ def peak_rss_mb() -> float:
 def report(name: str, value: float, unit: str = "", detail: str = "") -> None:
     """One figure per line: ``name: value unit (detail)``."""
     print(f"{name}: {value:.4g}{(' ' + unit) if unit else ''}{('  (' + detail + ')') if detail else ''}", flush=True)
+
+
+def flip_bits(codes: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip each bit of a uint8 or uint32 array independently with probability ``rate``."""
+    bits = codes.dtype.itemsize * 8
+    noise = np.zeros_like(codes)
+    for b in range(bits):
+        noise |= (rng.random(codes.shape) < rate).astype(codes.dtype) << codes.dtype.type(b)
+    return codes ^ noise

@@ -17,7 +17,7 @@ import time
 
 import faiss
 import numpy as np
-from _common import peak_rss_mb, report
+from _common import flip_bits, peak_rss_mb, report
 from threadpoolctl import threadpool_limits
 
 from hashing.align import align_pair
@@ -27,15 +27,6 @@ CLIP_CODES = (70, 95)  # 30-s clips: 646 frames / 8
 QUERY_CODES = 480  # a 3-minute MIDI file
 FRAMES_PER_CODE = 8
 FRAME_RATE = 22050 / 1024
-
-
-def flip_bits(codes: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Flip each bit of a uint8 or uint32 array independently with probability ``rate``."""
-    bits = codes.dtype.itemsize * 8
-    noise = np.zeros_like(codes)
-    for b in range(bits):
-        noise |= (rng.random(codes.shape) < rate).astype(codes.dtype) << codes.dtype.type(b)
-    return codes ^ noise
 
 
 def main() -> None:

@@ -41,7 +41,7 @@ logging.basicConfig(level=logging.ERROR)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), str(REPO), os.environ.get("PYTHONPATH")]))
 
 import numpy as np  # noqa: E402
-from _common import report  # noqa: E402
+from _common import flip_bits, report  # noqa: E402
 
 CODES_PER_S = 22050 / 1024 / 8
 CLIP_CODES = round(30 * CODES_PER_S)  # 81
@@ -90,14 +90,6 @@ def audio_elements(c: int, n: int):
 
 def planted(q: int, n: int) -> int:
     return (q * 2_654_435_761 + 12345) % n
-
-
-def flip_bits(codes: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    bits = codes.dtype.itemsize * 8
-    noise = np.zeros_like(codes)
-    for b in range(bits):
-        noise |= (rng.random(codes.shape) < rate).astype(codes.dtype) << codes.dtype.type(b)
-    return codes ^ noise
 
 
 def midi_element(q: int, n: int):
