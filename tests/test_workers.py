@@ -104,3 +104,16 @@ def test_workers_and_shards_reach_the_run_config():
     assert (cfg.workers, cfg.search_shards) == (3, 4)
     args, beam_args = build_parser().parse_known_args(["run", "--audio", "a/*", "--out", "o"])
     assert (run_config(args, beam_args).workers, run_config(args, beam_args).search_shards) == (None, None)
+
+
+def test_kernel_warm_up_runs_every_stage_without_a_warning(caplog):
+    """The launcher's warm-up (pipelines.warmup) analyses its synthetic MIDI and audio and runs the kernels of
+    the later stages; a broken stage would only be logged, so the test looks for that warning."""
+    import logging
+
+    from pipelines.warmup import compile_kernels
+
+    with caplog.at_level(logging.WARNING, logger="mirmatch"):
+        seconds = compile_kernels()
+    assert seconds > 0
+    assert not [r for r in caplog.records if "compiling the kernels" in r.getMessage()]
