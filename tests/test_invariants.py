@@ -81,7 +81,7 @@ def test_a_broken_invariant_fails_the_run_with_exit_1_and_publishes_nothing(pipe
     monkeypatch.setattr(pipelines.invariants, "violations", lambda **_: ["3 MIDI files lost candidates (test)"])
     root = tiny_corpus["root"]
     argv = ["run", "--audio", f"{root}/audio/*", "--midi", f"{root}/midi/*.mid", "--out", str(out), "--no-state",
-            "--run-id", "broken"]
+            "--run-id", "broken", "--workers", "1"]  # in-process: the patched check is not seen by worker processes
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("mirmatch: run invariant violated, nothing published: 3 MIDI files lost candidates (test)")

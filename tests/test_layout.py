@@ -63,7 +63,7 @@ def test_analysing_tracks_loads_no_training_code_nor_its_dependencies():
 
 def test_the_analysis_key_covers_no_training_code():
     modules = analysis_modules()
-    assert {"encoders.codes", "encoders.codes.bits", "encoders.versions.embedding", "encoders.structure.learned",
+    assert {"encoders.codes", "encoders.codes.bits", "encoders.versions.embedding", "encoders.structure.sections",
             "encoders.structure"} <= set(modules)  # subpackages are followed, their __init__ included
     assert not [m for m in modules if _is_training(m)]
     assert module_path("encoders.codes") == REPO / "encoders" / "codes" / "__init__.py"
