@@ -75,7 +75,7 @@ def search_shard(codes: np.ndarray | list[np.ndarray], keys: list[str], track_id
         return [[] for _ in range(len(queries))]
     codes, queries = _single_rows(codes), _single_rows(queries)
     if isinstance(codes, list) or isinstance(queries, list):  # several codes for some track: one query at a time
-        index = MultiCodeIndex(codes if isinstance(codes, list) else list(codes))
+        index = MultiCodeIndex(codes)  # an (n, bytes) array is one code per track
         found = [index.search(query, k) for query in queries]
         return [[Hit(int(d), keys[i], track_ids[i]) for d, i in zip(drow, irow, strict=True)]
                 for drow, irow in found]
